@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Make sure the local services the test-suite may use are running:
+# PostgreSQL (5432), Redis (6379) and RabbitMQ (5672) on 127.0.0.1.
+# A service that is not installed is reported and skipped: the script exits 0
+# so the suite can still run on a machine without them.
+set -uo pipefail
+
+HOST=127.0.0.1
+WAIT_SECONDS=${WAIT_SECONDS:-60}
+missing=()
+failed=()
+
+warn() { printf 'ensure-services: WARNING: %s\n' "$*" >&2; }
+info() { printf 'ensure-services: %s\n' "$*"; }
+
+port_open() {
+    # Succeeds when something accepts TCP connections on $HOST:$1.
+    if command -v timeout >/dev/null 2>&1; then
+        timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+    else
+        bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+    fi
+}
+
+postgres_ready() {
+    if command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -h "$HOST" -p 5432
+    else
+        port_open 5432
+    fi
+}
+
+redis_ready() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        [[ "$(redis-cli -h "$HOST" -p 6379 ping 2>/dev/null)" == "PONG" ]]
+    else
+        port_open 6379
+    fi
+}
+
+rabbitmq_ready() {
+    port_open 5672
+}
+
+wait_for() {
+    # wait_for NAME CHECK-FUNCTION
+    local name=$1 check=$2 waited=0
+    while ! "$check"; do
+        if (( waited >= WAIT_SECONDS )); then
+            warn "$name did not answer within ${WAIT_SECONDS}s"
+            failed+=("$name")
+            return 1
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    info "$name is up"
+}
+
+ensure_postgres() {
+    if postgres_ready; then info "PostgreSQL is up"; return; fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 || [[ ! -d /etc/postgresql ]]; then
+        warn "PostgreSQL is not running and pg_ctlcluster is not installed"
+        missing+=("PostgreSQL")
+        return
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    info "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start \
+        || warn "pg_ctlcluster failed to start PostgreSQL"
+    wait_for PostgreSQL postgres_ready
+}
+
+ensure_redis() {
+    if redis_ready; then info "Redis is up"; return; fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        warn "Redis is not running and redis-server is not installed"
+        missing+=("Redis")
+        return
+    fi
+    info "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log \
+        || warn "redis-server failed to start"
+    wait_for Redis redis_ready
+}
+
+ensure_rabbitmq() {
+    if rabbitmq_ready; then
+        info "RabbitMQ is up"
+    elif ! command -v rabbitmq-server >/dev/null 2>&1; then
+        warn "RabbitMQ is not running and rabbitmq-server is not installed"
+        missing+=("RabbitMQ")
+        return
+    else
+        info "starting RabbitMQ"
+        rabbitmq-server -detached || warn "rabbitmq-server failed to start"
+        wait_for RabbitMQ rabbitmq_ready || return
+    fi
+    if ! command -v rabbitmq-plugins >/dev/null 2>&1; then
+        warn "rabbitmq-plugins is not installed; cannot enable rabbitmq_consistent_hash_exchange"
+        missing+=("rabbitmq-plugins")
+        return
+    fi
+    # Enabling an enabled plugin is a no-op; the AMQP port may open before the node
+    # accepts CLI commands, so retry for a while.
+    local waited=0
+    until rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1; do
+        if (( waited >= WAIT_SECONDS )); then
+            warn "could not enable rabbitmq_consistent_hash_exchange"
+            failed+=("rabbitmq_consistent_hash_exchange")
+            return
+        fi
+        sleep 2
+        waited=$((waited + 2))
+    done
+    info "RabbitMQ plugin rabbitmq_consistent_hash_exchange is enabled"
+}
+
+ensure_postgres
+ensure_redis
+ensure_rabbitmq
+
+if (( ${#missing[@]} )); then
+    warn "not installed, skipped: ${missing[*]} (tests needing them will not run)"
+fi
+if (( ${#failed[@]} )); then
+    warn "installed but not ready: ${failed[*]}"
+fi
+exit 0

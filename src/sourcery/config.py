@@ -1,0 +1,85 @@
+"""One URL per service, parsed into typed settings with loud errors.
+
+URLs come from arguments or ``SOURCERY_*`` environment variables; a parameter this code does
+not know is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_STORE_URL", "SqliteSettings", "parse_sqlite_url", "redact", "store_url"]
+
+DEFAULT_STORE_URL = "sqlite:///sourcery.db"
+
+
+def store_url(url: str | None = None) -> str:
+    """The store URL: the argument, else ``SOURCERY_STORE``, else a local SQLite file."""
+    if url:
+        return url
+    return os.environ.get("SOURCERY_STORE") or DEFAULT_STORE_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteSettings:
+    path: str
+    """A file path, or ``:memory:``."""
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """FULL survives power loss; NORMAL survives a killed process but not a power cut."""
+    busy_timeout_ms: int = 10_000
+
+    @property
+    def memory(self) -> bool:
+        return self.path == ":memory:"
+
+
+def parse_sqlite_url(url: str) -> SqliteSettings:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite://:memory:``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL: {url!r}")
+    if parts.netloc == ":memory:" or (not parts.netloc and parts.path in ("/:memory:", ":memory:")):
+        path = ":memory:"
+    elif parts.netloc:
+        raise ConfigurationError(
+            f"sqlite URL {url!r} has a host; use sqlite:///relative.db or sqlite:////abs.db"
+        )
+    else:
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise ConfigurationError(f"sqlite URL {url!r} names no file")
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    busy = 10_000
+    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if key == "synchronous":
+            upper = value.upper()
+            if upper == "FULL":
+                synchronous = "FULL"
+            elif upper == "NORMAL":
+                synchronous = "NORMAL"
+            else:
+                raise ConfigurationError(f"synchronous must be full or normal, got {value!r}")
+        elif key == "busy_timeout_ms":
+            try:
+                busy = int(value)
+            except ValueError:
+                raise ConfigurationError(f"busy_timeout_ms must be an int, got {value!r}") from None
+            if busy < 0:
+                raise ConfigurationError("busy_timeout_ms must not be negative")
+        else:
+            raise ConfigurationError(f"unknown sqlite URL parameter {key!r} in {url!r}")
+    return SqliteSettings(path=path, synchronous=synchronous, busy_timeout_ms=busy)

@@ -1,0 +1,1 @@
+"""Example actor types, used by ``sourcery demo``, the benchmarks and the tests."""

@@ -1,0 +1,473 @@
+"""The runtime: one mailbox per actor, group-committed events, snapshots, passivation.
+
+An actor in memory is a *cell*: the snapshot it was loaded from, the events applied since
+(in replay order), and the resulting state and clock. A command holds the cell's lock from
+decide to commit, so one actor sees one message at a time while other actors proceed and
+share transactions. Cells nobody uses are dropped beyond ``max_actors``; the store can
+always rebuild them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any, TypeVar
+
+from .actor import ActorType, Event, Outcome
+from .clock import VectorClock
+from .codec import DEFAULT_MAX_PAYLOAD, Codec
+from .config import store_url
+from .errors import (
+    ClosedError,
+    ConfigurationError,
+    HandlerError,
+    Rejected,
+    UnknownActorType,
+    UnknownCommand,
+)
+from .history import advance, fold, replay_order
+from .ids import IdGenerator, id_to_bytes
+from .records import (
+    ActorRef,
+    CommitBatch,
+    EventRecord,
+    MessageRecord,
+    PackRecord,
+    SnapshotRecord,
+    check_text,
+)
+from .resolution import ResolutionStats, resolve
+from .stores import Store, open_store
+
+__all__ = ["DEFAULT_MAX_ACTORS", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ACTORS = 10_000
+
+S = TypeVar("S")
+
+
+class _Kind:
+    """An actor type with what the runtime derives from it once."""
+
+    __slots__ = ("codec", "commands", "spec")
+
+    def __init__(self, spec: ActorType[Any, Any, Any], max_payload: int) -> None:
+        self.spec = spec
+        self.codec: Codec[Any, Any, Any] = Codec(spec, max_payload)
+        self.commands = frozenset(spec.commands)
+
+
+class _Cell:
+    """One actor held in memory."""
+
+    __slots__ = (
+        "base",
+        "base_clock",
+        "base_state",
+        "clock",
+        "kind",
+        "loaded",
+        "lock",
+        "ref",
+        "since",
+        "state",
+        "users",
+    )
+
+    def __init__(self, ref: ActorRef, kind: _Kind) -> None:
+        self.ref = ref
+        self.kind = kind
+        self.lock = asyncio.Lock()
+        self.users = 0
+        self.loaded = False
+        self.base: SnapshotRecord | None = None
+        self.base_clock = VectorClock()
+        self.base_state: Any = kind.spec.initial
+        self.since: list[tuple[EventRecord, Any]] = []
+        self.state: Any = kind.spec.initial
+        self.clock = VectorClock()
+
+
+class Runtime:
+    """Runs actor types on a store. Open with ``async with Runtime.open(url, [types])``."""
+
+    def __init__(
+        self,
+        store: Store,
+        actor_types: Iterable[ActorType[Any, Any, Any]],
+        *,
+        writer: str | None = None,
+        max_actors: int = DEFAULT_MAX_ACTORS,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        if max_actors < 1:
+            raise ConfigurationError(f"max_actors must be at least 1, got {max_actors}")
+        if max_payload < 1:
+            raise ConfigurationError(f"max_payload must be at least 1, got {max_payload}")
+        self.store = store
+        self.writer = check_text(writer, "writer id") if writer else secrets.token_hex(8)
+        self.max_actors = max_actors
+        self._kinds: dict[str, _Kind] = {}
+        for spec in actor_types:
+            if spec.name in self._kinds:
+                raise ConfigurationError(f"actor type {spec.name!r} given twice")
+            self._kinds[spec.name] = _Kind(spec, max_payload)
+        self._cells: OrderedDict[ActorRef, _Cell] = OrderedDict()
+        self._ids = IdGenerator()
+        self.resolutions = ResolutionStats()
+        """Divergences this runtime healed, events it merged, compensations it recorded."""
+        self._closed = False
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        actor_types: Iterable[ActorType[Any, Any, Any]] = (),
+        **options: Any,
+    ) -> _Opening:
+        """Open the store at ``url`` (default: ``SOURCERY_STORE``) and claim a writer id.
+
+        Use as ``async with Runtime.open(...) as rt`` or ``rt = await Runtime.open(...)``.
+        """
+        return _Opening(cls, store_url(url), list(actor_types), options)
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Finish the commands under way, then close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._idle.wait()
+        await self.store.aclose()
+
+    @property
+    def actors_in_memory(self) -> int:
+        return len(self._cells)
+
+    # -- the public operations -----------------------------------------------------------
+
+    async def send(
+        self, actor: ActorRef, command: object, *, message_id: str | None = None
+    ) -> Outcome[Any, Any]:
+        """Decide ``command`` on ``actor``; return once its events are durable.
+
+        Raises the actor type's :class:`Rejected` subclass, :class:`UnknownCommand`,
+        :class:`HandlerError` or an encoding error; in each case nothing was stored.
+        A ``message_id`` that was processed before returns the earlier events and writes
+        nothing.
+        """
+        kind = self._kind(actor)
+        if type(command) not in kind.commands:
+            raise UnknownCommand(
+                f"{type(command).__name__} is not a command of actor type {kind.spec.name!r}"
+            )
+        if message_id is not None:
+            check_text(message_id, "message id")
+        with self._using():
+            cell = self._cell(actor, kind)
+            try:
+                async with cell.lock:
+                    return await self._process(cell, command, message_id)
+            finally:
+                self._release(cell)
+
+    async def state(self, actor: ActorRef, *, refresh: bool = False) -> Any:
+        """The best known current state: the head snapshot plus the events since.
+
+        ``refresh`` reloads from the store, to see what other writers wrote.
+        """
+        kind = self._kind(actor)
+        with self._using():
+            cell = self._cell(actor, kind)
+            try:
+                async with cell.lock:
+                    if refresh or not cell.loaded:
+                        await self._load(cell)
+                    return cell.state
+            finally:
+                self._release(cell)
+
+    async def clock(self, actor: ActorRef) -> VectorClock:
+        """The vector clock of the state ``state(actor)`` returns."""
+        kind = self._kind(actor)
+        with self._using():
+            cell = self._cell(actor, kind)
+            try:
+                async with cell.lock:
+                    if not cell.loaded:
+                        await self._load(cell)
+                    return cell.clock
+            finally:
+                self._release(cell)
+
+    # -- cells ---------------------------------------------------------------------------
+
+    def _kind(self, actor: ActorRef) -> _Kind:
+        if not isinstance(actor, ActorRef):
+            raise TypeError(f"expected an ActorRef, got {type(actor).__name__}")
+        kind = self._kinds.get(actor.type)
+        if kind is None:
+            raise UnknownActorType(f"this runtime has no actor type {actor.type!r}")
+        return kind
+
+    def _using(self) -> _Using:
+        if self._closed:
+            raise ClosedError("the runtime is closed")
+        return _Using(self)
+
+    def _cell(self, actor: ActorRef, kind: _Kind) -> _Cell:
+        cell = self._cells.get(actor)
+        if cell is None:
+            cell = _Cell(actor, kind)
+            self._cells[actor] = cell
+        else:
+            self._cells.move_to_end(actor)
+        cell.users += 1
+        return cell
+
+    def _release(self, cell: _Cell) -> None:
+        cell.users -= 1
+        if len(self._cells) > self.max_actors:
+            self._passivate()
+
+    def _passivate(self) -> None:
+        """Drop the least recently used idle cells until the bound holds again."""
+        excess = len(self._cells) - self.max_actors
+        idle = [ref for ref, c in self._cells.items() if c.users == 0][:excess]
+        for ref in idle:
+            del self._cells[ref]
+
+    # -- loading -------------------------------------------------------------------------
+
+    async def _load(self, cell: _Cell) -> None:
+        cell.loaded = False
+        spec = cell.kind.spec
+        codec = cell.kind.codec
+        heads = await self.store.heads(cell.ref)
+        if len(heads) > 1:
+            base = await resolve(self, cell.kind.spec, codec, heads)
+            base_state = codec.decode_state(base.state)
+        elif heads:
+            base = heads[0]
+            base_state = codec.decode_state(base.state)
+        else:
+            base = None
+            base_state = spec.initial
+        base_clock = base.clock if base is not None else VectorClock()
+        loose = await self.store.loose_events(cell.ref, base_clock)
+        clock, applied = advance(base_clock, loose)
+        payloads = [codec.decode_payload(r.type, r.version, r.payload) for r in applied]
+        try:
+            state = fold(spec.evolve, base_state, payloads)
+        except Exception as exc:
+            raise HandlerError(f"evolve failed replaying {cell.ref}: {exc!r}") from exc
+        cell.base = base
+        cell.base_clock = base_clock
+        cell.base_state = base_state
+        cell.since = list(zip(applied, payloads, strict=True))
+        cell.state = state
+        cell.clock = clock
+        cell.loaded = True
+
+    # -- processing ----------------------------------------------------------------------
+
+    async def _process(
+        self, cell: _Cell, command: object, message_id: str | None
+    ) -> Outcome[Any, Any]:
+        if not cell.loaded:
+            await self._load(cell)
+        ref = cell.ref
+        kind = cell.kind
+        spec = kind.spec
+        codec = kind.codec
+        messages: list[MessageRecord] = []
+        given = message_id is not None
+        if message_id is not None:
+            seen = await self.store.message(ref, message_id)
+            if seen is not None:
+                earlier = await self.store.events(ref, seen.dots)
+                return Outcome(
+                    actor=ref,
+                    events=tuple(codec.decode_event(r, ref) for r in earlier),
+                    state=cell.state,
+                    duplicate=True,
+                )
+        else:
+            message_id = _message_id(self._ids.new())
+
+        try:
+            payloads = spec.decide(cell.state, command)
+        except Rejected:
+            raise
+        except Exception as exc:
+            raise HandlerError(f"decide failed on {ref} for {command!r}: {exc!r}") from exc
+        if isinstance(payloads, (str, bytes)) or not isinstance(payloads, Sequence):
+            raise HandlerError(
+                f"decide must return a sequence of events, got {type(payloads).__name__}"
+            )
+
+        writer = self.writer
+        n = cell.clock.get(writer)
+        records: list[EventRecord] = []
+        events: list[Event[Any]] = []
+        for payload in payloads:
+            named = codec.event_type(payload)
+            if named is None:
+                raise HandlerError(
+                    f"decide returned {type(payload).__name__}, not an event type of {spec.name!r}"
+                )
+            name, version = named
+            data = codec.encode_payload(payload)
+            event_id = self._ids.new()
+            timestamp = event_id >> 64
+            n += 1
+            records.append(
+                EventRecord(
+                    ref.type,
+                    ref.id,
+                    writer,
+                    n,
+                    id_to_bytes(event_id),
+                    timestamp,
+                    message_id,
+                    name,
+                    version,
+                    data,
+                )
+            )
+            events.append(
+                Event(event_id, ref, timestamp, message_id, writer, n, name, version, payload)
+            )
+
+        since = cell.since
+        in_order = not since or not records or replay_order(records[0]) > replay_order(since[-1][0])
+        new_since = since + [(r, e.payload) for r, e in zip(records, events, strict=True)]
+        try:
+            if in_order:
+                state = fold(spec.evolve, cell.state, (e.payload for e in events))
+            else:
+                new_since.sort(key=lambda item: replay_order(item[0]))
+                state = fold(spec.evolve, cell.base_state, (p for _, p in new_since))
+        except Exception as exc:
+            raise HandlerError(f"evolve failed on {ref}: {exc!r}") from exc
+        clock = cell.clock.with_entry(writer, n) if records else cell.clock
+
+        batch = CommitBatch(events=records)
+        if given:
+            messages.append(
+                MessageRecord(
+                    actor=ref, message_id=message_id, dots=tuple((writer, r.n) for r in records)
+                )
+            )
+            batch.messages = messages
+        snapshot: SnapshotRecord | None = None
+        if len(new_since) >= spec.snapshot_every:
+            snapshot = SnapshotRecord(
+                actor=ref,
+                clock=clock,
+                parents=(cell.base_clock,) if cell.base is not None else (),
+                state=codec.encode_state(state),
+                timestamp=(self._ids.new() >> 64),
+            )
+            pack = PackRecord(actor=ref, clock=clock, events=tuple(r for r, _ in new_since))
+            batch.snapshots.append((snapshot, pack))
+
+        if records or batch.messages or batch.snapshots:
+            written = asyncio.ensure_future(self.store.commit(batch))
+            try:
+                await asyncio.shield(written)
+            except asyncio.CancelledError:
+                # Hold the actor until the write settles, so nobody reuses its dots.
+                cell.loaded = False
+                await asyncio.wait([written])
+                raise
+            except BaseException:
+                # The outcome may be unknown (a lost connection): rebuild from the store.
+                cell.loaded = False
+                raise
+        if snapshot is not None:
+            cell.base = snapshot
+            cell.base_clock = clock
+            cell.base_state = state
+            cell.since = []
+        else:
+            cell.since = new_since
+        cell.state = state
+        cell.clock = clock
+        return Outcome(actor=ref, events=tuple(events), state=state)
+
+
+def _message_id(value: int) -> str:
+    """Ids the runtime makes up for messages that came without one (never deduplicated)."""
+    return f"~{value:032x}"
+
+
+class _Using:
+    """Counts operations under way so that ``aclose`` can wait for them."""
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def __enter__(self) -> None:
+        rt = self._runtime
+        rt._busy += 1
+        rt._idle.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        rt = self._runtime
+        rt._busy -= 1
+        if rt._busy == 0:
+            rt._idle.set()
+
+
+class _Opening:
+    """What ``Runtime.open`` returns: await it, or use it with ``async with``."""
+
+    def __init__(
+        self,
+        cls: type[Runtime],
+        url: str,
+        actor_types: list[ActorType[Any, Any, Any]],
+        options: dict[str, Any],
+    ) -> None:
+        self._cls = cls
+        self._url = url
+        self._actor_types = actor_types
+        self._options = options
+        self._runtime: Runtime | None = None
+
+    async def _open(self) -> Runtime:
+        store = await open_store(self._url)
+        try:
+            runtime = self._cls(store, self._actor_types, **self._options)
+            await store.register_writer(runtime.writer)
+        except BaseException:
+            await store.aclose()
+            raise
+        return runtime
+
+    def __await__(self) -> Generator[Any, None, Runtime]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Runtime:
+        self._runtime = await self._open()
+        return self._runtime
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runtime is not None:
+            await self._runtime.aclose()

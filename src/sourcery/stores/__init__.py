@@ -1,0 +1,21 @@
+"""Store backends, chosen by URL scheme. Drivers are imported only by their backend."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..config import redact
+from ..errors import ConfigurationError
+from .base import Store, StoreStats
+
+__all__ = ["Store", "StoreStats", "open_store"]
+
+
+async def open_store(url: str) -> Store:
+    """Open (and migrate) the store a URL names."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        return await SqliteStore.open(url)
+    raise ConfigurationError(f"no store for URL scheme {scheme!r} in {redact(url)!r}")

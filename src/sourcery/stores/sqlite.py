@@ -1,0 +1,545 @@
+"""The embedded store: one SQLite file in WAL mode, written by one thread, read by another.
+
+Writes go through a group committer into a single writer connection, so concurrent commands
+share one transaction (and one fsync). Reads use their own connection, which WAL lets run
+while a transaction is being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..clock import VectorClock
+from ..config import SqliteSettings, parse_sqlite_url
+from ..errors import (
+    ClosedError,
+    DecodingError,
+    SchemaVersionError,
+    StoreError,
+    StoreUnavailable,
+)
+from ..groupcommit import GroupCommitter
+from ..records import (
+    ActorRef,
+    CommitBatch,
+    EventRecord,
+    MessageRecord,
+    PackRecord,
+    SnapshotRecord,
+    decode_events,
+    encode_events,
+)
+from .base import StoreStats
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the records, the indexes the store keeps for itself, and claimed writer ids.
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        actor_id TEXT NOT NULL,
+        actor_type TEXT NOT NULL,
+        writer TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        id BLOB NOT NULL,
+        timestamp INTEGER NOT NULL,
+        initiated_by TEXT NOT NULL,
+        type TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        UNIQUE (actor_id, actor_type, writer, n)
+    );
+    CREATE TABLE snapshots (
+        seq INTEGER PRIMARY KEY,
+        actor_id TEXT NOT NULL,
+        actor_type TEXT NOT NULL,
+        clock BLOB NOT NULL,
+        total INTEGER NOT NULL,
+        parents BLOB NOT NULL,
+        state BLOB NOT NULL,
+        timestamp INTEGER NOT NULL,
+        UNIQUE (actor_id, actor_type, clock)
+    );
+    CREATE TABLE packs (
+        seq INTEGER PRIMARY KEY,
+        actor_id TEXT NOT NULL,
+        actor_type TEXT NOT NULL,
+        clock BLOB NOT NULL,
+        events BLOB NOT NULL,
+        UNIQUE (actor_id, actor_type, clock)
+    );
+    CREATE TABLE heads (
+        actor_id TEXT NOT NULL,
+        actor_type TEXT NOT NULL,
+        clock BLOB NOT NULL,
+        PRIMARY KEY (actor_id, actor_type, clock)
+    ) WITHOUT ROWID;
+    CREATE TABLE frontier (
+        actor_id TEXT NOT NULL,
+        actor_type TEXT NOT NULL,
+        writer TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (actor_id, actor_type, writer)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        actor_id TEXT NOT NULL,
+        actor_type TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        dots BLOB NOT NULL,
+        PRIMARY KEY (actor_id, actor_type, message_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE writers (
+        writer TEXT PRIMARY KEY,
+        started INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_EVENT_COLUMNS = (
+    "actor_type, actor_id, writer, n, id, timestamp, initiated_by, type, version, payload"
+)
+_INSERT_EVENT = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events"
+
+_parents_encoder = msgspec.msgpack.Encoder()
+_parents_decoder = msgspec.msgpack.Decoder(list[bytes])
+_dots_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
+
+
+def _event_row(e: EventRecord) -> tuple[Any, ...]:
+    return (
+        e.actor_type,
+        e.actor_id,
+        e.writer,
+        e.n,
+        e.id,
+        e.timestamp,
+        e.initiated_by,
+        e.type,
+        e.version,
+        e.payload,
+    )
+
+
+def _event(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(*row)
+
+
+def _encode_parents(parents: Sequence[VectorClock]) -> bytes:
+    return _parents_encoder.encode(sorted(p.to_bytes() for p in parents))
+
+
+def _snapshot(
+    actor: ActorRef, clock: bytes, parents: bytes, state: bytes, ts: int
+) -> SnapshotRecord:
+    try:
+        parent_clocks = tuple(VectorClock.from_bytes(p) for p in _parents_decoder.decode(parents))
+    except msgspec.DecodeError as exc:
+        raise DecodingError(f"malformed parents of a snapshot of {actor}") from exc
+    return SnapshotRecord(
+        actor=actor,
+        clock=VectorClock.from_bytes(clock),
+        parents=parent_clocks,
+        state=state,
+        timestamp=ts,
+    )
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn driver errors into the library's own, keeping the cause."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"sqlite {what} failed: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"sqlite {what} failed: {exc}") from exc
+
+
+class SqliteStore:
+    """A :class:`~sourcery.stores.base.Store` on one SQLite database."""
+
+    def __init__(self, settings: SqliteSettings) -> None:
+        self.settings = settings
+        self.stats = StoreStats()
+        self._write_exec = ThreadPoolExecutor(1, thread_name_prefix="sourcery-sqlite-w")
+        self._read_exec = (
+            self._write_exec
+            if settings.memory
+            else ThreadPoolExecutor(1, thread_name_prefix="sourcery-sqlite-r")
+        )
+        self._wcon: sqlite3.Connection | None = None
+        self._rcon: sqlite3.Connection | None = None
+        self._committer = GroupCommitter(self._flush)
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> SqliteStore:
+        store = cls(parse_sqlite_url(url))
+        try:
+            await store._run(store._write_exec, store._open_writer)
+            if store._read_exec is not store._write_exec:
+                await store._run(store._read_exec, store._open_reader)
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- threads and connections ---------------------------------------------------------
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise ClosedError("the store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, fn, *args)
+
+    def _connect(self) -> sqlite3.Connection:
+        with _translated("open"):
+            con = sqlite3.connect(
+                self.settings.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.settings.busy_timeout_ms / 1000,
+            )
+            con.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
+            if not self.settings.memory:
+                con.execute("PRAGMA journal_mode = WAL")
+            con.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+        return con
+
+    def _open_writer(self) -> None:
+        con = self._connect()
+        self._wcon = con
+        with _translated("migration"):
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise SchemaVersionError(
+                        f"{self.settings.path} has schema version {version}; "
+                        f"this code knows up to {SCHEMA_VERSION}"
+                    )
+                for number in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[number].split(";"):
+                        if statement.strip():
+                            con.execute(statement)
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        if self.settings.memory:
+            self._rcon = con
+
+    def _open_reader(self) -> None:
+        self._rcon = self._connect()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        await self._committer.aclose()
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        for executor, attr in ((self._read_exec, "_rcon"), (self._write_exec, "_wcon")):
+            con: sqlite3.Connection | None = getattr(self, attr)
+            if con is not None:
+                setattr(self, attr, None)
+                await loop.run_in_executor(executor, con.close)
+        self._read_exec.shutdown(wait=True)
+        self._write_exec.shutdown(wait=True)
+
+    @property
+    def transactions(self) -> int:
+        return self._committer.transactions
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def register_writer(self, writer: str) -> None:
+        await self._run(self._write_exec, self._register_writer, writer)
+
+    def _register_writer(self, writer: str) -> None:
+        assert self._wcon is not None
+        with _translated("writer registration"):
+            try:
+                self._wcon.execute(
+                    "INSERT INTO writers (writer, started) VALUES (?, ?)",
+                    (writer, int(time.time() * 1000)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"writer id {writer!r} was already used on this store") from exc
+
+    def commit(self, batch: CommitBatch) -> asyncio.Future[None]:
+        return self._committer.commit(batch)
+
+    async def _flush(self, batches: Sequence[CommitBatch]) -> None:
+        await self._run(self._write_exec, self._flush_sync, batches)
+        self.stats.transactions += 1
+        self.stats.batches += len(batches)
+
+    def _flush_sync(self, batches: Sequence[CommitBatch]) -> None:
+        con = self._wcon
+        assert con is not None
+        with _translated("commit"):
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_events(con, [e for b in batches for e in b.events])
+                messages = [m for b in batches for m in b.messages]
+                if messages:
+                    con.executemany(
+                        "INSERT OR IGNORE INTO messages (actor_id, actor_type, message_id, dots)"
+                        " VALUES (?,?,?,?)",
+                        [
+                            (
+                                m.actor.id,
+                                m.actor.type,
+                                m.message_id,
+                                _parents_encoder.encode(m.dots),
+                            )
+                            for m in messages
+                        ],
+                    )
+                for b in batches:
+                    for snapshot, pack in b.snapshots:
+                        self._write_snapshot(con, snapshot, pack)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+
+    def _write_events(self, con: sqlite3.Connection, events: list[EventRecord]) -> None:
+        if not events:
+            return
+        rows = [_event_row(e) for e in events]
+        inserted = con.executemany(_INSERT_EVENT, rows).rowcount
+        if inserted != len(rows):
+            self._check_same(con, events)
+        top: dict[tuple[str, str, str], int] = {}
+        for e in events:
+            key = (e.actor_id, e.actor_type, e.writer)
+            if top.get(key, 0) < e.n:
+                top[key] = e.n
+        con.executemany(
+            "INSERT INTO frontier (actor_id, actor_type, writer, n) VALUES (?,?,?,?)"
+            " ON CONFLICT DO UPDATE SET n = max(n, excluded.n)",
+            [(*key, n) for key, n in top.items()],
+        )
+
+    def _check_same(self, con: sqlite3.Connection, events: list[EventRecord]) -> None:
+        """Some events were there already: fine if identical, a conflict otherwise."""
+        for e in events:
+            row = con.execute(
+                f"{_SELECT_EVENTS} WHERE actor_id=? AND actor_type=? AND writer=? AND n=?",
+                (e.actor_id, e.actor_type, e.writer, e.n),
+            ).fetchone()
+            if row is not None and _event(row) != e:
+                raise StoreError(
+                    f"conflict: dot ({e.writer!r}, {e.n}) of {e.actor} is already another event"
+                )
+
+    def _write_snapshot(
+        self, con: sqlite3.Connection, snapshot: SnapshotRecord, pack: PackRecord
+    ) -> None:
+        actor = snapshot.actor
+        key = snapshot.clock.to_bytes()
+        inserted = con.execute(
+            "INSERT OR IGNORE INTO snapshots"
+            " (actor_id, actor_type, clock, total, parents, state, timestamp)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (
+                actor.id,
+                actor.type,
+                key,
+                snapshot.clock.total(),
+                _encode_parents(snapshot.parents),
+                snapshot.state,
+                snapshot.timestamp,
+            ),
+        ).rowcount
+        if not inserted:
+            return
+        con.execute(
+            "INSERT OR IGNORE INTO packs (actor_id, actor_type, clock, events) VALUES (?,?,?,?)",
+            (actor.id, actor.type, key, encode_events(list(pack.events))),
+        )
+        heads = [
+            VectorClock.from_bytes(row[0])
+            for row in con.execute(
+                "SELECT clock FROM heads WHERE actor_id=? AND actor_type=?", (actor.id, actor.type)
+            )
+        ]
+        if any(head >= snapshot.clock for head in heads):
+            return
+        dominated = [(actor.id, actor.type, h.to_bytes()) for h in heads if h < snapshot.clock]
+        if dominated:
+            con.executemany(
+                "DELETE FROM heads WHERE actor_id=? AND actor_type=? AND clock=?", dominated
+            )
+        con.execute(
+            "INSERT INTO heads (actor_id, actor_type, clock) VALUES (?,?,?)",
+            (actor.id, actor.type, key),
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._read_exec, fn, *args)
+
+    async def heads(self, actor: ActorRef) -> list[SnapshotRecord]:
+        heads = await self._read(self._heads, actor)
+        self.stats.snapshots_read += len(heads)
+        return heads
+
+    def _heads(self, actor: ActorRef) -> list[SnapshotRecord]:
+        assert self._rcon is not None
+        with _translated("read"):
+            rows = self._rcon.execute(
+                "SELECT s.clock, s.parents, s.state, s.timestamp FROM heads h JOIN snapshots s"
+                " ON s.actor_id = h.actor_id AND s.actor_type = h.actor_type AND s.clock = h.clock"
+                " WHERE h.actor_id = ? AND h.actor_type = ?",
+                (actor.id, actor.type),
+            ).fetchall()
+        return [_snapshot(actor, *row) for row in rows]
+
+    async def frontier(self, actor: ActorRef) -> VectorClock:
+        return await self._read(self._frontier, actor)
+
+    def _frontier(self, actor: ActorRef) -> VectorClock:
+        assert self._rcon is not None
+        with _translated("read"):
+            rows = self._rcon.execute(
+                "SELECT writer, n FROM frontier WHERE actor_id = ? AND actor_type = ?",
+                (actor.id, actor.type),
+            ).fetchall()
+        return VectorClock(rows)
+
+    async def loose_events(self, actor: ActorRef, clock: VectorClock) -> list[EventRecord]:
+        events = await self._read(self._loose_events, actor, clock)
+        self.stats.events_read += len(events)
+        return events
+
+    def _loose_events(self, actor: ActorRef, clock: VectorClock) -> list[EventRecord]:
+        assert self._rcon is not None
+        found: list[EventRecord] = []
+        with _translated("read"):
+            for writer, top in self._frontier(actor).items():
+                seen = clock.get(writer)
+                if top > seen:
+                    rows = self._rcon.execute(
+                        f"{_SELECT_EVENTS} WHERE actor_id=? AND actor_type=? AND writer=?"
+                        " AND n > ? ORDER BY n",
+                        (actor.id, actor.type, writer, seen),
+                    )
+                    found.extend(_event(row) for row in rows)
+        return found
+
+    async def events(self, actor: ActorRef, dots: Sequence[tuple[str, int]]) -> list[EventRecord]:
+        events = await self._read(self._events, actor, list(dots))
+        self.stats.events_read += len(events)
+        return events
+
+    def _events(self, actor: ActorRef, dots: list[tuple[str, int]]) -> list[EventRecord]:
+        assert self._rcon is not None
+        found: list[EventRecord] = []
+        with _translated("read"):
+            for writer, n in dots:
+                row = self._rcon.execute(
+                    f"{_SELECT_EVENTS} WHERE actor_id=? AND actor_type=? AND writer=? AND n=?",
+                    (actor.id, actor.type, writer, n),
+                ).fetchone()
+                if row is not None:
+                    found.append(_event(row))
+        return found
+
+    async def snapshot(self, actor: ActorRef, clock: VectorClock) -> SnapshotRecord | None:
+        found = await self._read(self._snapshot_at, actor, clock)
+        if found is not None:
+            self.stats.snapshots_read += 1
+        return found
+
+    def _snapshot_at(self, actor: ActorRef, clock: VectorClock) -> SnapshotRecord | None:
+        assert self._rcon is not None
+        with _translated("read"):
+            row = self._rcon.execute(
+                "SELECT clock, parents, state, timestamp FROM snapshots"
+                " WHERE actor_id=? AND actor_type=? AND clock=?",
+                (actor.id, actor.type, clock.to_bytes()),
+            ).fetchone()
+        return None if row is None else _snapshot(actor, *row)
+
+    async def pack(self, actor: ActorRef, clock: VectorClock) -> PackRecord | None:
+        found = await self._read(self._pack, actor, clock)
+        if found is not None:
+            self.stats.packs_read += 1
+        return found
+
+    def _pack(self, actor: ActorRef, clock: VectorClock) -> PackRecord | None:
+        assert self._rcon is not None
+        with _translated("read"):
+            row = self._rcon.execute(
+                "SELECT events FROM packs WHERE actor_id=? AND actor_type=? AND clock=?",
+                (actor.id, actor.type, clock.to_bytes()),
+            ).fetchone()
+        if row is None:
+            return None
+        return PackRecord(actor=actor, clock=clock, events=tuple(decode_events(row[0])))
+
+    async def snapshots(self, actor: ActorRef) -> list[SnapshotRecord]:
+        return await self._read(self._snapshots, actor)
+
+    def _snapshots(self, actor: ActorRef) -> list[SnapshotRecord]:
+        assert self._rcon is not None
+        with _translated("read"):
+            rows = self._rcon.execute(
+                "SELECT clock, parents, state, timestamp FROM snapshots"
+                " WHERE actor_id=? AND actor_type=? ORDER BY total, seq",
+                (actor.id, actor.type),
+            ).fetchall()
+        return [_snapshot(actor, *row) for row in rows]
+
+    async def message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
+        return await self._read(self._message, actor, message_id)
+
+    def _message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
+        assert self._rcon is not None
+        with _translated("read"):
+            row = self._rcon.execute(
+                "SELECT dots FROM messages WHERE actor_id=? AND actor_type=? AND message_id=?",
+                (actor.id, actor.type, message_id),
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            dots = tuple(_dots_decoder.decode(row[0]))
+        except msgspec.DecodeError as exc:
+            raise DecodingError(f"malformed message record {message_id!r} of {actor}") from exc
+        return MessageRecord(actor=actor, message_id=message_id, dots=dots)
+
+    async def actors(self, limit: int = 100) -> list[ActorRef]:
+        return await self._read(self._actors, limit)
+
+    def _actors(self, limit: int) -> list[ActorRef]:
+        assert self._rcon is not None
+        with _translated("read"):
+            rows = self._rcon.execute(
+                "SELECT DISTINCT actor_type, actor_id FROM frontier ORDER BY 1, 2 LIMIT ?", (limit,)
+            ).fetchall()
+        return [ActorRef(kind, ident) for kind, ident in rows]
