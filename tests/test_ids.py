@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
-import multiprocessing.connection
-import multiprocessing.queues
-import os
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import event_ids
 
-from sourcery import ids
-from sourcery.errors import DecodingError, EncodingError
 from sourcery.ids import (
-    MAX_ID,
     IdGenerator,
-    format_id,
-    id_from_bytes,
     id_ms,
     id_node,
     id_seq,
-    id_to_bytes,
     new_id,
-    parse_id,
 )
 
 
