@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from .errors import ConfigurationError
 from .records import ActorRef, check_text
 
@@ -19,8 +21,7 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns the fields of one schema version of an event into those of the next."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event(Generic[E]):
+class Event(msgspec.Struct, Generic[E], frozen=True):
     """A decoded event: the envelope of DESIGN.md around a user payload."""
 
     id: int
@@ -38,8 +39,7 @@ class Event(Generic[E]):
         return (self.writer, self.n)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[S, E]):
+class Outcome(msgspec.Struct, Generic[S, E], frozen=True):
     """What ``send`` returns once the events are durable."""
 
     actor: ActorRef

@@ -73,6 +73,8 @@ class _Cell:
         "kind",
         "loaded",
         "lock",
+        "own",
+        "pending",
         "ref",
         "since",
         "state",
@@ -91,6 +93,15 @@ class _Cell:
         self.since: list[tuple[EventRecord, Any]] = []
         self.state: Any = kind.spec.initial
         self.clock = VectorClock()
+        """Covers what was loaded; this runtime's own newer events are counted in ``own``."""
+        self.own = 0
+        self.pending: asyncio.Future[None] | None = None
+        """A write whose waiter was cancelled: settle it before touching the actor again."""
+
+    def current_clock(self, writer: str) -> VectorClock:
+        if self.own > self.clock.get(writer):
+            self.clock = self.clock.with_entry(writer, self.own)
+        return self.clock
 
 
 class Runtime:
@@ -110,7 +121,9 @@ class Runtime:
         if max_payload < 1:
             raise ConfigurationError(f"max_payload must be at least 1, got {max_payload}")
         self.store = store
-        self.writer = check_text(writer, "writer id") if writer else secrets.token_hex(8)
+        self.writer = (
+            secrets.token_hex(8) if writer is None else check_text(writer, "writer id")
+        )
         self.max_actors = max_actors
         self._kinds: dict[str, _Kind] = {}
         for spec in actor_types:
@@ -209,7 +222,7 @@ class Runtime:
                 async with cell.lock:
                     if not cell.loaded:
                         await self._load(cell)
-                    return cell.clock
+                    return cell.current_clock(self.writer)
             finally:
                 self._release(cell)
 
@@ -244,9 +257,17 @@ class Runtime:
             self._passivate()
 
     def _passivate(self) -> None:
-        """Drop the least recently used idle cells until the bound holds again."""
+        """Drop the least recently used idle cells until the bound holds again.
+
+        The oldest cells are nearly always idle, so this stops after a few steps.
+        """
         excess = len(self._cells) - self.max_actors
-        idle = [ref for ref, c in self._cells.items() if c.users == 0][:excess]
+        idle: list[ActorRef] = []
+        for ref, cell in self._cells.items():
+            if cell.users == 0 and (cell.pending is None or cell.pending.done()):
+                idle.append(ref)
+                if len(idle) >= excess:
+                    break
         for ref in idle:
             del self._cells[ref]
 
@@ -254,6 +275,9 @@ class Runtime:
 
     async def _load(self, cell: _Cell) -> None:
         cell.loaded = False
+        if cell.pending is not None:
+            await asyncio.wait([cell.pending])
+            cell.pending = None
         spec = cell.kind.spec
         codec = cell.kind.codec
         heads = await self.store.heads(cell.ref)
@@ -280,6 +304,7 @@ class Runtime:
         cell.since = list(zip(applied, payloads, strict=True))
         cell.state = state
         cell.clock = clock
+        cell.own = clock.get(self.writer)
         cell.loaded = True
 
     # -- processing ----------------------------------------------------------------------
@@ -320,7 +345,7 @@ class Runtime:
             )
 
         writer = self.writer
-        n = cell.clock.get(writer)
+        n = cell.own
         records: list[EventRecord] = []
         events: list[Event[Any]] = []
         for payload in payloads:
@@ -363,8 +388,6 @@ class Runtime:
                 state = fold(spec.evolve, cell.base_state, (p for _, p in new_since))
         except Exception as exc:
             raise HandlerError(f"evolve failed on {ref}: {exc!r}") from exc
-        clock = cell.clock.with_entry(writer, n) if records else cell.clock
-
         batch = CommitBatch(events=records)
         if given:
             messages.append(
@@ -375,6 +398,7 @@ class Runtime:
             batch.messages = messages
         snapshot: SnapshotRecord | None = None
         if len(new_since) >= spec.snapshot_every:
+            clock = cell.clock.with_entry(writer, n) if n else cell.clock
             snapshot = SnapshotRecord(
                 actor=ref,
                 clock=clock,
@@ -386,13 +410,13 @@ class Runtime:
             batch.snapshots.append((snapshot, pack))
 
         if records or batch.messages or batch.snapshots:
-            written = asyncio.ensure_future(self.store.commit(batch))
             try:
-                await asyncio.shield(written)
+                await self.store.commit(batch)
             except asyncio.CancelledError:
-                # Hold the actor until the write settles, so nobody reuses its dots.
+                # The write goes on. An empty batch queued behind it settles after it does;
+                # the actor is reloaded only then, so nobody reuses its dots.
                 cell.loaded = False
-                await asyncio.wait([written])
+                cell.pending = asyncio.ensure_future(self.store.commit(CommitBatch()))
                 raise
             except BaseException:
                 # The outcome may be unknown (a lost connection): rebuild from the store.
@@ -400,13 +424,14 @@ class Runtime:
                 raise
         if snapshot is not None:
             cell.base = snapshot
-            cell.base_clock = clock
+            cell.base_clock = snapshot.clock
             cell.base_state = state
+            cell.clock = snapshot.clock
             cell.since = []
         else:
             cell.since = new_since
         cell.state = state
-        cell.clock = clock
+        cell.own = n
         return Outcome(actor=ref, events=tuple(events), state=state)
 
 

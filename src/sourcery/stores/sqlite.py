@@ -118,19 +118,7 @@ _parents_decoder = msgspec.msgpack.Decoder(list[bytes])
 _dots_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
 
 
-def _event_row(e: EventRecord) -> tuple[Any, ...]:
-    return (
-        e.actor_type,
-        e.actor_id,
-        e.writer,
-        e.n,
-        e.id,
-        e.timestamp,
-        e.initiated_by,
-        e.type,
-        e.version,
-        e.payload,
-    )
+_event_row = msgspec.structs.astuple  # the columns are the struct's fields, in order
 
 
 def _event(row: tuple[Any, ...]) -> EventRecord:
@@ -221,6 +209,14 @@ class SqliteStore:
             )
             con.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
             if not self.settings.memory:
+                # Refuse a newer schema before switching to WAL, which writes to the file.
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    con.close()
+                    raise SchemaVersionError(
+                        f"{self.settings.path} has schema version {version}; "
+                        f"this code knows up to {SCHEMA_VERSION}"
+                    )
                 con.execute("PRAGMA journal_mode = WAL")
             con.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
         return con
