@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import event_ids
 
+from sourcery.errors import DecodingError, EncodingError
 from sourcery.ids import (
+    ID_BYTES,
+    MAX_ID,
     IdGenerator,
+    format_id,
+    id_from_bytes,
     id_ms,
     id_node,
     id_seq,
+    id_to_bytes,
     new_id,
+    parse_id,
 )
 
 
@@ -132,3 +142,152 @@ def test_new_id_is_near_now() -> None:
     after = time.time() * 1000
     # The generator may run ahead of the clock only after many ids in one millisecond.
     assert before - 2 <= id_ms(i) <= after + 1000
+
+
+# -- encodings ------------------------------------------------------------------------------
+
+
+@given(event_ids())
+def test_bytes_round_trip(i: int) -> None:
+    b = id_to_bytes(i)
+    assert isinstance(b, bytes) and len(b) == ID_BYTES
+    assert id_from_bytes(b) == i
+    assert id_from_bytes(bytearray(b)) == i
+    assert id_from_bytes(memoryview(b)) == i
+
+
+@given(event_ids(), event_ids())
+def test_bytes_order_is_int_order(a: int, b: int) -> None:
+    assert (id_to_bytes(a) < id_to_bytes(b)) == (a < b)
+    assert (id_to_bytes(a) == id_to_bytes(b)) == (a == b)
+
+
+def test_bytes_order_at_the_edges() -> None:
+    edges = [0, 1, 255, 256, 1 << 64, (1 << 64) - 1, MAX_ID - 1, MAX_ID]
+    assert sorted(edges, key=id_to_bytes) == sorted(edges)
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 17, 32])
+def test_id_from_bytes_with_a_wrong_length_is_refused(size: int) -> None:
+    with pytest.raises(DecodingError):
+        id_from_bytes(b"\x01" * size)
+
+
+@pytest.mark.parametrize("value", ["0" * 16, 1, None, [0] * 16])
+def test_id_from_bytes_of_a_non_buffer_is_refused(value: object) -> None:
+    with pytest.raises(DecodingError):
+        id_from_bytes(value)  # type: ignore[arg-type]
+
+
+@given(event_ids())
+def test_format_parse_round_trip(i: int) -> None:
+    s = format_id(i)
+    assert len(s) == 32 and s == s.lower()
+    assert parse_id(s) == i
+    assert parse_id(s.upper()) == i
+
+
+@given(event_ids(), event_ids())
+def test_format_order_is_int_order(a: int, b: int) -> None:
+    assert (format_id(a) < format_id(b)) == (a < b)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "0" * 31,
+        "0" * 33,
+        "g" * 32,
+        "0x" + "0" * 30,
+        " " + "0" * 31,
+        "0" * 31 + "\n",
+        "-" + "0" * 31,
+        "+" + "0" * 31,
+        "_".join(["0" * 8] * 4)[:32],
+        "\u0660" * 32,  # Arabic-Indic zeros: int(s, 16) would take them
+        "\uff10" * 32,  # fullwidth zeros
+    ],
+)
+def test_parse_id_refuses_bad_strings(text: str) -> None:
+    with pytest.raises(DecodingError):
+        parse_id(text)
+
+
+@pytest.mark.parametrize("value", [None, b"0" * 32, 0])
+def test_parse_id_refuses_non_strings(value: object) -> None:
+    with pytest.raises(DecodingError):
+        parse_id(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [-1, MAX_ID + 1, -(1 << 200), 1 << 200, True, 1.0, "1"])
+def test_out_of_range_ids_cannot_be_encoded(value: object) -> None:
+    with pytest.raises(EncodingError):
+        id_to_bytes(value)  # type: ignore[arg-type]
+    with pytest.raises(EncodingError):
+        format_id(value)  # type: ignore[arg-type]
+
+
+# -- uniqueness across threads and processes ---------------------------------------------------
+
+
+def test_ids_are_unique_across_threads_sharing_a_generator() -> None:
+    gen = IdGenerator()
+    per_thread = 20_000
+    barrier = threading.Barrier(8)
+    results: list[list[int]] = [[] for _ in range(8)]
+
+    def work(out: list[int]) -> None:
+        barrier.wait()
+        for k in range(per_thread):
+            out.append(gen.new())
+            if k % 1000 == 0:
+                out.extend(gen.new_many(10))
+
+    threads = [threading.Thread(target=work, args=(out,)) for out in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    for ids in results:
+        assert_strictly_increasing(ids)
+    every = [i for ids in results for i in ids]
+    assert len(every) == 8 * (per_thread + 10 * 20)
+    assert len(set(every)) == len(every)
+
+
+def _generate_in_child(queue: multiprocessing.Queue[tuple[int, list[int]]], n: int) -> None:
+    ids = [new_id() for _ in range(n)]
+    queue.put((id_node(ids[0]), ids))
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_ids_are_unique_across_forked_processes() -> None:
+    ctx = multiprocessing.get_context("fork")
+    per_child = 20_000
+    # The parent uses the module-level generator before forking, so its state is inherited.
+    parent_ids = [new_id() for _ in range(1000)]
+    parent_node = id_node(parent_ids[-1])
+    queue: multiprocessing.Queue[tuple[int, list[int]]] = ctx.Queue()
+    children = [ctx.Process(target=_generate_in_child, args=(queue, per_child)) for _ in range(4)]
+    for child in children:
+        child.start()
+    try:
+        results = [queue.get(timeout=60) for _ in children]
+    finally:
+        for child in children:
+            child.join(timeout=60)
+    assert [child.exitcode for child in children] == [0, 0, 0, 0]
+    parent_ids += [new_id() for _ in range(1000)]
+
+    nodes = [node for node, _ in results]
+    assert parent_node not in nodes
+    assert len(set(nodes)) == len(nodes)
+    assert {id_node(i) for i in parent_ids} == {parent_node}
+    for node, ids in results:
+        assert len(ids) == per_child
+        assert_strictly_increasing(ids)
+        assert {id_node(i) for i in ids} == {node}
+    every = parent_ids + [i for _, ids in results for i in ids]
+    assert len(set(every)) == len(every) == 2000 + 4 * per_child

@@ -105,6 +105,17 @@ class IdGenerator:
             self._seq = seq
             return (last << 64) | self._node | seq
 
+    def advance_past(self, ms: int) -> None:
+        """Make every later id carry a millisecond greater than ``ms``.
+
+        This is the hybrid-logical-clock step: after seeing an event stamped ``ms`` (perhaps
+        by a machine whose clock runs ahead), ids made here still sort after it.
+        """
+        with self._lock:
+            if ms >= self._last_ms:
+                self._last_ms = ms
+                self._seq = 0xFFFF
+
     def new_many(self, n: int) -> list[int]:
         """Return ``n`` new ids in increasing order; faster than ``n`` calls to :meth:`new`."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:

@@ -116,7 +116,11 @@ def decode_events(data: bytes) -> list[EventRecord]:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRecord:
-    """A persisted actor state keyed by ``(actor, clock)``, naming its parents' clocks."""
+    """A persisted actor state keyed by ``(actor, clock)``, naming its parents' clocks.
+
+    ``timestamp`` is the latest timestamp of the events it covers, so a writer that loads it
+    can stamp its own events later than anything the state reflects.
+    """
 
     actor: ActorRef
     clock: VectorClock

@@ -298,6 +298,11 @@ class Runtime:
             state = fold(spec.evolve, base_state, payloads)
         except Exception as exc:
             raise HandlerError(f"evolve failed replaying {cell.ref}: {exc!r}") from exc
+        latest = max((r.timestamp for r in applied), default=0)
+        if base is not None:
+            latest = max(latest, base.timestamp)
+        # What decide sees must replay before what it causes, whatever the wall clocks say.
+        self._ids.advance_past(latest)
         cell.base = base
         cell.base_clock = base_clock
         cell.base_state = base_state
@@ -404,7 +409,7 @@ class Runtime:
                 clock=clock,
                 parents=(cell.base_clock,) if cell.base is not None else (),
                 state=codec.encode_state(state),
-                timestamp=(self._ids.new() >> 64),
+                timestamp=max(cell.base.timestamp if cell.base else 0, new_since[-1][0].timestamp),
             )
             pack = PackRecord(actor=ref, clock=clock, events=tuple(r for r, _ in new_since))
             batch.snapshots.append((snapshot, pack))
