@@ -198,7 +198,9 @@ def main() -> int:
         shown = f"{value:,.0f}" if value >= 100 else f"{value:,.3f}"
         print(f"{key:<{width}}  {shown:>16}")
     Path(args.output).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"written to {args.output} (one run on {os.cpu_count()} cores; compare runs, not a target)")
+    print(
+        f"written to {args.output} (one run on {os.cpu_count()} cores; compare runs, not a target)"
+    )
     return 0
 
 

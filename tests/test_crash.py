@@ -128,7 +128,11 @@ async def test_sigkill_loses_no_acknowledged_message(tmp_path: Path, attempt: in
         ).fetchall()
         frontier = dict(
             ((actor_id, w), n)
-            for actor_id, w, n in con.execute("SELECT actor_id, writer, n FROM frontier")
+            for actor_id, w, n in con.execute(
+                "SELECT w.actor_id, w.writer, max(e.n) FROM actor_writers w JOIN events e"
+                " ON e.actor_id = w.actor_id AND e.actor_type = w.actor_type"
+                " AND e.writer = w.writer GROUP BY w.actor_id, w.writer"
+            )
         )
     finally:
         con.close()

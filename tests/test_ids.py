@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -245,10 +246,15 @@ def test_ids_are_unique_across_threads_sharing_a_generator() -> None:
                 out.extend(gen.new_many(10))
 
     threads = [threading.Thread(target=work, args=(out,)) for out in results]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to provoke races
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
 
     for ids in results:
         assert_strictly_increasing(ids)

@@ -46,7 +46,7 @@ from sourcery.ids import IdGenerator
 
 # -- helpers -------------------------------------------------------------------------------
 
-TABLES = ("events", "snapshots", "packs", "heads", "frontier", "messages")
+TABLES = ("events", "snapshots", "packs", "heads", "actor_writers", "messages")
 
 
 def url_of(path: Path) -> str:

@@ -85,11 +85,10 @@ MIGRATIONS: tuple[str, ...] = (
         clock BLOB NOT NULL,
         PRIMARY KEY (actor_id, actor_type, clock)
     ) WITHOUT ROWID;
-    CREATE TABLE frontier (
+    CREATE TABLE actor_writers (
         actor_id TEXT NOT NULL,
         actor_type TEXT NOT NULL,
         writer TEXT NOT NULL,
-        n INTEGER NOT NULL,
         PRIMARY KEY (actor_id, actor_type, writer)
     ) WITHOUT ROWID;
     CREATE TABLE messages (
@@ -106,6 +105,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+_KNOWN_WRITERS_LIMIT = 200_000
 
 _EVENT_COLUMNS = (
     "actor_type, actor_id, writer, n, id, timestamp, initiated_by, type, version, payload"
@@ -171,6 +172,9 @@ class SqliteStore:
         self._wcon: sqlite3.Connection | None = None
         self._rcon: sqlite3.Connection | None = None
         self._committer = GroupCommitter(self._flush)
+        self._known_writers: set[tuple[str, str, str]] = set()
+        self._new_writers: set[tuple[str, str, str]] = set()
+        """Pairs recorded by the transaction under way; known only once it commits."""
         self._closed = False
 
     @classmethod
@@ -317,9 +321,15 @@ class SqliteStore:
                         self._write_snapshot(con, snapshot, pack)
                 con.execute("COMMIT")
             except BaseException:
+                self._new_writers.clear()
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
+        known = self._known_writers
+        if len(known) > _KNOWN_WRITERS_LIMIT:
+            known.clear()
+        known.update(self._new_writers)
+        self._new_writers.clear()
 
     def _write_events(self, con: sqlite3.Connection, events: list[EventRecord]) -> None:
         if not events:
@@ -328,16 +338,16 @@ class SqliteStore:
         inserted = con.executemany(_INSERT_EVENT, rows).rowcount
         if inserted != len(rows):
             self._check_same(con, events)
-        top: dict[tuple[str, str, str], int] = {}
-        for e in events:
-            key = (e.actor_id, e.actor_type, e.writer)
-            if top.get(key, 0) < e.n:
-                top[key] = e.n
-        con.executemany(
-            "INSERT INTO frontier (actor_id, actor_type, writer, n) VALUES (?,?,?,?)"
-            " ON CONFLICT DO UPDATE SET n = max(n, excluded.n)",
-            [(*key, n) for key, n in top.items()],
-        )
+        # The index of writers per actor: a pair this store recently recorded is skipped,
+        # so the hot path pays a set lookup, not a second insert per event.
+        known = self._known_writers
+        firsts = {key for e in events if (key := (e.actor_id, e.actor_type, e.writer)) not in known}
+        if firsts:
+            self._new_writers.update(firsts)
+            con.executemany(
+                "INSERT OR IGNORE INTO actor_writers (actor_id, actor_type, writer) VALUES (?,?,?)",
+                firsts,
+            )
 
     def _check_same(self, con: sqlite3.Connection, events: list[EventRecord]) -> None:
         """Some events were there already: fine if identical, a conflict otherwise."""
@@ -422,7 +432,9 @@ class SqliteStore:
         assert self._rcon is not None
         with _translated("read"):
             rows = self._rcon.execute(
-                "SELECT writer, n FROM frontier WHERE actor_id = ? AND actor_type = ?",
+                "SELECT w.writer, (SELECT max(e.n) FROM events e WHERE e.actor_id = w.actor_id"
+                " AND e.actor_type = w.actor_type AND e.writer = w.writer)"
+                " FROM actor_writers w WHERE w.actor_id = ? AND w.actor_type = ?",
                 (actor.id, actor.type),
             ).fetchall()
         return VectorClock(rows)
@@ -536,6 +548,7 @@ class SqliteStore:
         assert self._rcon is not None
         with _translated("read"):
             rows = self._rcon.execute(
-                "SELECT DISTINCT actor_type, actor_id FROM frontier ORDER BY 1, 2 LIMIT ?", (limit,)
+                "SELECT DISTINCT actor_type, actor_id FROM actor_writers ORDER BY 1, 2 LIMIT ?",
+                (limit,),
             ).fetchall()
         return [ActorRef(kind, ident) for kind, ident in rows]
