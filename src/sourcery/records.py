@@ -17,7 +17,10 @@ from .errors import DecodingError, InvalidActorRef
 __all__ = [
     "MAX_ID_BYTES",
     "ActorRef",
+    "Checkpoint",
+    "Chunk",
     "CommitBatch",
+    "Cursor",
     "EventRecord",
     "MessageRecord",
     "PackRecord",
@@ -148,10 +151,44 @@ class MessageRecord:
     dots: tuple[tuple[str, int], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in one of a store's record streams, for resuming replication.
+
+    ``check`` identifies the record at ``seq``; a source restored from an older copy no
+    longer has it there, and the copy starts over instead of skipping records.
+    """
+
+    seq: int = 0
+    check: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far a destination has copied a source's events and snapshots."""
+
+    source: str
+    events: Cursor = Cursor()
+    snapshots: Cursor = Cursor()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Records a source holds after a checkpoint, in the order it wrote them."""
+
+    events: tuple[EventRecord, ...]
+    snapshots: tuple[tuple[SnapshotRecord, PackRecord], ...]
+    events_to: Cursor
+    snapshots_to: Cursor
+    restarted: bool = False
+    """The checkpoint no longer matched the source, so this chunk starts from the beginning."""
+
+
 @dataclass(slots=True)
 class CommitBatch:
-    """What one processed message (or one resolution) writes, all or nothing."""
+    """What one processed message, resolution or replicated chunk writes, all or nothing."""
 
     events: list[EventRecord] = field(default_factory=list)
     snapshots: list[tuple[SnapshotRecord, PackRecord]] = field(default_factory=list)
     messages: list[MessageRecord] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None

@@ -226,6 +226,17 @@ class Runtime:
             finally:
                 self._release(cell)
 
+    def forget(self, actors: Iterable[ActorRef]) -> None:
+        """Reload these actors from the store at their next use.
+
+        For records that arrived from elsewhere (replication, another writer): the next
+        read or write sees them, and resolves new heads if there are several.
+        """
+        for ref in actors:
+            cell = self._cells.get(ref)
+            if cell is not None:
+                cell.loaded = False
+
     # -- cells ---------------------------------------------------------------------------
 
     def _kind(self, actor: ActorRef) -> _Kind:

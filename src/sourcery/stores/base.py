@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..clock import VectorClock
-from ..records import ActorRef, CommitBatch, EventRecord, MessageRecord, PackRecord, SnapshotRecord
+from ..records import (
+    ActorRef,
+    Checkpoint,
+    Chunk,
+    CommitBatch,
+    Cursor,
+    EventRecord,
+    MessageRecord,
+    PackRecord,
+    SnapshotRecord,
+)
 
 __all__ = ["Store", "StoreStats"]
 
@@ -74,3 +84,16 @@ class Store(Protocol):
 
     async def actors(self, limit: int = 100) -> list[ActorRef]:
         """Some actors this store holds events of, for inspection."""
+
+    # -- replication ---------------------------------------------------------------------
+
+    async def identity(self) -> str:
+        """A random id made when the store was created; a wiped store gets a new one."""
+
+    async def read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
+        """Up to ``limit`` events and ``limit`` snapshots (with packs) written after the
+        cursors, in the order this store wrote them. A cursor that no longer matches this
+        store (restored from an older copy) restarts its stream from the beginning."""
+
+    async def checkpoint(self, source: str) -> Checkpoint:
+        """How far this store has copied from ``source``; committed with the records."""

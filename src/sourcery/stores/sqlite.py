@@ -29,7 +29,10 @@ from ..errors import (
 from ..groupcommit import GroupCommitter
 from ..records import (
     ActorRef,
+    Checkpoint,
+    Chunk,
     CommitBatch,
+    Cursor,
     EventRecord,
     MessageRecord,
     PackRecord,
@@ -101,6 +104,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE writers (
         writer TEXT PRIMARY KEY,
         started INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 2: replication: this store's identity, and how far it has copied from each source.
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+    CREATE TABLE checkpoints (
+        source TEXT PRIMARY KEY,
+        events_seq INTEGER NOT NULL,
+        events_check BLOB NOT NULL,
+        snapshots_seq INTEGER NOT NULL,
+        snapshots_check BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
 )
@@ -319,6 +337,8 @@ class SqliteStore:
                 for b in batches:
                     for snapshot, pack in b.snapshots:
                         self._write_snapshot(con, snapshot, pack)
+                    if b.checkpoint is not None:
+                        self._write_checkpoint(con, b.checkpoint)
                 con.execute("COMMIT")
             except BaseException:
                 self._new_writers.clear()
@@ -348,6 +368,16 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO actor_writers (actor_id, actor_type, writer) VALUES (?,?,?)",
                 firsts,
             )
+
+    def _write_checkpoint(self, con: sqlite3.Connection, cp: Checkpoint) -> None:
+        con.execute(
+            "INSERT INTO checkpoints"
+            " (source, events_seq, events_check, snapshots_seq, snapshots_check)"
+            " VALUES (?,?,?,?,?) ON CONFLICT (source) DO UPDATE SET"
+            " events_seq = excluded.events_seq, events_check = excluded.events_check,"
+            " snapshots_seq = excluded.snapshots_seq, snapshots_check = excluded.snapshots_check",
+            (cp.source, cp.events.seq, cp.events.check, cp.snapshots.seq, cp.snapshots.check),
+        )
 
     def _check_same(self, con: sqlite3.Connection, events: list[EventRecord]) -> None:
         """Some events were there already: fine if identical, a conflict otherwise."""
@@ -552,3 +582,82 @@ class SqliteStore:
                 (limit,),
             ).fetchall()
         return [ActorRef(kind, ident) for kind, ident in rows]
+
+    # -- replication ---------------------------------------------------------------------
+
+    async def identity(self) -> str:
+        return await self._read(self._identity)
+
+    def _identity(self) -> str:
+        assert self._rcon is not None
+        with _translated("read"):
+            row = self._rcon.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+        if row is None:
+            raise StoreError("the store has no identity; was its schema migrated?")
+        return str(row[0])
+
+    async def checkpoint(self, source: str) -> Checkpoint:
+        return await self._read(self._checkpoint, source)
+
+    def _checkpoint(self, source: str) -> Checkpoint:
+        assert self._rcon is not None
+        with _translated("read"):
+            row = self._rcon.execute(
+                "SELECT events_seq, events_check, snapshots_seq, snapshots_check"
+                " FROM checkpoints WHERE source = ?",
+                (source,),
+            ).fetchone()
+        if row is None:
+            return Checkpoint(source)
+        return Checkpoint(source, Cursor(row[0], row[1]), Cursor(row[2], row[3]))
+
+    async def read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
+        chunk = await self._read(self._read_since, events, snapshots, limit)
+        self.stats.events_read += len(chunk.events)
+        self.stats.snapshots_read += len(chunk.snapshots)
+        self.stats.packs_read += len(chunk.snapshots)
+        return chunk
+
+    def _read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
+        con = self._rcon
+        assert con is not None
+        restarted = False
+        with _translated("read"):
+            if events.seq:
+                row = con.execute("SELECT id FROM events WHERE seq = ?", (events.seq,)).fetchone()
+                if row is None or row[0] != events.check:
+                    events, restarted = Cursor(), True
+            if snapshots.seq:
+                row = con.execute(
+                    "SELECT actor_type, actor_id, clock FROM snapshots WHERE seq = ?",
+                    (snapshots.seq,),
+                ).fetchone()
+                if row is None or _snapshot_check(*row) != snapshots.check:
+                    snapshots, restarted = Cursor(), True
+            event_rows = con.execute(
+                f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (events.seq, limit),
+            ).fetchall()
+            snapshot_rows = con.execute(
+                "SELECT s.seq, s.actor_type, s.actor_id, s.clock, s.parents, s.state,"
+                " s.timestamp, p.events FROM snapshots s JOIN packs p"
+                " ON p.actor_id = s.actor_id AND p.actor_type = s.actor_type AND p.clock = s.clock"
+                " WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
+                (snapshots.seq, limit),
+            ).fetchall()
+        copied_events = tuple(_event(row[1:]) for row in event_rows)
+        if event_rows:
+            events = Cursor(event_rows[-1][0], copied_events[-1].id)
+        copied: list[tuple[SnapshotRecord, PackRecord]] = []
+        for seq, kind, ident, clock, parents, state, ts, pack in snapshot_rows:
+            actor = ActorRef(kind, ident)
+            snapshot = _snapshot(actor, clock, parents, state, ts)
+            copied.append(
+                (snapshot, PackRecord(actor, snapshot.clock, tuple(decode_events(pack))))
+            )
+            snapshots = Cursor(seq, _snapshot_check(kind, ident, clock))
+        return Chunk(copied_events, tuple(copied), events, snapshots, restarted)
+
+
+def _snapshot_check(kind: str, ident: str, clock: bytes) -> bytes:
+    return b"\x00".join((kind.encode(), ident.encode(), clock))
