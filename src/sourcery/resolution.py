@@ -246,6 +246,7 @@ async def resolve(
 ) -> SnapshotRecord:
     """Merge ``heads`` into one snapshot, persist it, and return it."""
     actor = heads[0].actor
+    runtime.resolutions.divergences += 1
     heads = sorted(heads, key=lambda h: h.clock.to_bytes())
     base_clock: VectorClock = await _drive(find_base(heads), actor, runtime)
     if base_clock == ROOT:
@@ -271,10 +272,13 @@ class ResolutionStats:
     """What a runtime has healed since it opened."""
 
     divergences: int = 0
+    """Loads that found an actor with several heads."""
+    resolved: int = 0
+    """Merged snapshots this runtime wrote (another replica may have written the same)."""
     events_merged: int = 0
     compensations: int = 0
 
     def record(self, plan: Plan) -> None:
-        self.divergences += 1
+        self.resolved += 1
         self.events_merged += plan.merged_events
         self.compensations += len(plan.compensations)

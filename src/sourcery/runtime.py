@@ -115,12 +115,19 @@ class Runtime:
         writer: str | None = None,
         max_actors: int = DEFAULT_MAX_ACTORS,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        owns_store: bool = False,
     ) -> None:
+        """Run ``actor_types`` on an open ``store``.
+
+        The caller keeps the store (and must have claimed the writer id with
+        ``store.register_writer``) unless ``owns_store``; ``Runtime.open`` does both.
+        """
         if max_actors < 1:
             raise ConfigurationError(f"max_actors must be at least 1, got {max_actors}")
         if max_payload < 1:
             raise ConfigurationError(f"max_payload must be at least 1, got {max_payload}")
         self.store = store
+        self.owns_store = owns_store
         self.writer = (
             secrets.token_hex(8) if writer is None else check_text(writer, "writer id")
         )
@@ -159,12 +166,13 @@ class Runtime:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Finish the commands under way, then close the store. Idempotent."""
+        """Finish the commands under way, then close the store if it owns it. Idempotent."""
         if self._closed:
             return
         self._closed = True
         await self._idle.wait()
-        await self.store.aclose()
+        if self.owns_store:
+            await self.store.aclose()
 
     @property
     def actors_in_memory(self) -> int:
@@ -495,7 +503,7 @@ class _Opening:
     async def _open(self) -> Runtime:
         store = await open_store(self._url)
         try:
-            runtime = self._cls(store, self._actor_types, **self._options)
+            runtime = self._cls(store, self._actor_types, owns_store=True, **self._options)
             await store.register_writer(runtime.writer)
         except BaseException:
             await store.aclose()
