@@ -24,6 +24,7 @@ from sourcery.examples.bank import Deposit, accounts
 from sourcery.ids import IdGenerator, id_to_bytes
 from sourcery.stores.sqlite import MIGRATIONS
 
+from .divergence import bench_resolution, paths
 from .workloads import Add, tally
 
 Results = dict[str, float]
@@ -163,6 +164,15 @@ def bench_memory(directory: Path, actors: int) -> Results:
     return figures
 
 
+def _divergence_args(
+    directory: Path, history: int, sizes: tuple[int, ...]
+) -> tuple[str, int, tuple[int, ...], str]:
+    url, replica = paths(directory)
+    for name in ("history.db", "replica.db"):
+        _fresh(directory, name)
+    return url, history, sizes, replica
+
+
 def _run(results: Results, name: str, fn: Callable[[], Results]) -> None:
     print(f"… {name}", file=sys.stderr, flush=True)
     results.update(fn())
@@ -174,6 +184,8 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=50_000)
     parser.add_argument("--load-events", type=int, default=100_000)
     parser.add_argument("--memory-actors", type=int, default=100_000)
+    parser.add_argument("--history", type=int, default=1_000_000)
+    parser.add_argument("--branches", default="1000,10000,100000")
     parser.add_argument("--output", default="bench-results.json")
     args = parser.parse_args()
 
@@ -189,6 +201,12 @@ def main() -> int:
         )
         _run(results, "load", lambda: asyncio.run(bench_load(directory, args.load_events)))
         _run(results, "memory", lambda: bench_memory(directory, args.memory_actors))
+        sizes = tuple(int(size) for size in args.branches.split(","))
+        _run(
+            results,
+            "resolution and replication",
+            lambda: asyncio.run(bench_resolution(*_divergence_args(directory, args.history, sizes))),
+        )
     results["sqlite_ratio_to_raw"] = (
         results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
     )

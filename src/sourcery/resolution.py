@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -44,7 +44,10 @@ def _parents(node: SnapshotRecord | None) -> tuple[VectorClock, ...]:
     return node.parents or (ROOT,)
 
 
-def find_base(heads: Sequence[SnapshotRecord]) -> Generator[Request, Any, VectorClock]:
+def find_base(
+    heads: Sequence[SnapshotRecord],
+    nodes: dict[VectorClock, SnapshotRecord | None] | None = None,
+) -> Generator[Request, Any, VectorClock]:
     """The latest common ancestor of ``heads``; yields the clocks of snapshots it must read.
 
     Walks from the heads towards the root, newest first (a child always covers more events
@@ -52,10 +55,11 @@ def find_base(heads: Sequence[SnapshotRecord]) -> Generator[Request, Any, Vector
     each snapshot. A snapshot all heads reach is common; its ancestors are then *stale*, and
     the walk stops once only stale snapshots are left. Of several maximal common ancestors
     (criss-cross merges) the one covering most events wins, ties broken by clock bytes, so
-    every replica picks the same one.
+    every replica picks the same one. Snapshots read are left in ``nodes`` if given.
     """
     full = (1 << len(heads)) - 1
-    nodes: dict[VectorClock, SnapshotRecord | None] = {}
+    if nodes is None:
+        nodes = {}
     mask: dict[VectorClock, int] = {}
     stale: set[VectorClock] = set()
     heap: list[tuple[int, bytes, VectorClock]] = []
@@ -87,7 +91,9 @@ def find_base(heads: Sequence[SnapshotRecord]) -> Generator[Request, Any, Vector
 
 
 def collect_events(
-    heads: Sequence[SnapshotRecord], base: VectorClock
+    heads: Sequence[SnapshotRecord],
+    base: VectorClock,
+    known: Mapping[VectorClock, SnapshotRecord | None] | None = None,
 ) -> Generator[Request, Any, list[list[EventRecord]]]:
     """Per head, the events it covers that ``base`` does not, read from event packs.
 
@@ -96,7 +102,9 @@ def collect_events(
     cover.
     """
     per_head: list[list[EventRecord]] = []
-    seen_nodes: dict[VectorClock, SnapshotRecord] = {}
+    seen_nodes: dict[VectorClock, SnapshotRecord] = {
+        clock: node for clock, node in (known or {}).items() if node is not None
+    }
     packs: dict[VectorClock, PackRecord] = {}
     for head in heads:
         seen_nodes[head.clock] = head
@@ -248,16 +256,17 @@ async def resolve(
     actor = heads[0].actor
     runtime.resolutions.divergences += 1
     heads = sorted(heads, key=lambda h: h.clock.to_bytes())
-    base_clock: VectorClock = await _drive(find_base(heads), actor, runtime)
+    nodes: dict[VectorClock, SnapshotRecord | None] = {}
+    base_clock: VectorClock = await _drive(find_base(heads, nodes), actor, runtime)
     if base_clock == ROOT:
         base_state = spec.initial
     else:
-        base = await runtime.store.snapshot(actor, base_clock)
+        base = nodes.get(base_clock) or await runtime.store.snapshot(actor, base_clock)
         if base is None:
             raise StoreError(f"the common ancestor of {actor} vanished")
         base_state = codec.decode_state(base.state)
     per_head: list[list[EventRecord]] = await _drive(
-        collect_events(heads, base_clock), actor, runtime
+        collect_events(heads, base_clock, nodes), actor, runtime
     )
     plan = plan_merge(spec, codec, heads, base_state, base_clock, per_head)
     await runtime.store.commit(
