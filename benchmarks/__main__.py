@@ -205,7 +205,9 @@ def main() -> int:
         _run(
             results,
             "resolution and replication",
-            lambda: asyncio.run(bench_resolution(*_divergence_args(directory, args.history, sizes))),
+            lambda: asyncio.run(
+                bench_resolution(*_divergence_args(directory, args.history, sizes))
+            ),
         )
     results["sqlite_ratio_to_raw"] = (
         results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
