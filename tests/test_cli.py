@@ -367,7 +367,8 @@ def test_migrate_uses_the_environment(
     ("url", "message"),
     [
         ("sqlite:///x.db?bogus=1", "unknown sqlite URL parameter"),
-        ("postgresql://user:secret@localhost/db", "no store for URL scheme"),
+        ("postgresql://nobody:secret@127.0.0.1:5432/db", "cannot connect to"),
+        ("redis://user:secret@localhost/0", "no store for URL scheme"),
     ],
 )
 def test_store_errors_are_one_clean_line(

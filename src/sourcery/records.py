@@ -155,8 +155,9 @@ class MessageRecord:
 class Cursor:
     """A position in one of a store's record streams, for resuming replication.
 
-    ``check`` identifies the record at ``seq``; a source restored from an older copy no
-    longer has it there, and the copy starts over instead of skipping records.
+    ``seq`` is the source's own position (up to 128 bits: PostgreSQL packs its commit
+    order there); ``check`` identifies the record at ``seq``: a source restored from an
+    older copy no longer has it there, and the copy starts over instead of skipping records.
     """
 
     seq: int = 0

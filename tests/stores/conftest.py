@@ -8,9 +8,14 @@ factory's name; they ask for a capability (:func:`requires_persistence`) instead
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,6 +36,50 @@ class StoreFactory:
     """A reason to skip every test of this implementation (e.g. no server configured)."""
 
 
+POSTGRES = os.environ.get("SOURCERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+"""The server the PostgreSQL tests use; every test gets a schema of its own there."""
+TEST_SCHEMA_PREFIX = "sourcery_test_"
+
+
+def postgres_down() -> str | None:
+    parts = urlsplit(POSTGRES)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 2):
+            return None
+    except OSError as exc:
+        where = f"{parts.hostname}:{parts.port}"
+        return f"no PostgreSQL at {where} ({exc}); run scripts/ensure-services.sh"
+
+
+def postgres_url(_tmp: Path) -> str:
+    return f"{POSTGRES}?schema={TEST_SCHEMA_PREFIX}{uuid.uuid4().hex[:16]}"
+
+
+async def drop_test_schemas() -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(POSTGRES)
+    try:
+        names = await con.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", TEST_SCHEMA_PREFIX + "%"
+        )
+        for row in names:
+            await con.execute(f'DROP SCHEMA IF EXISTS "{row[0]}" CASCADE')
+    finally:
+        await con.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_postgres_schemas() -> Iterator[None]:
+    """Test schemas are dropped after the session (and any left by a killed run before)."""
+    available = postgres_down() is None
+    if available:
+        asyncio.run(drop_test_schemas())
+    yield
+    if available:
+        asyncio.run(drop_test_schemas())
+
+
 FACTORIES: tuple[StoreFactory, ...] = (
     StoreFactory(
         id="sqlite-memory",
@@ -41,6 +90,12 @@ FACTORIES: tuple[StoreFactory, ...] = (
         id="sqlite-file",
         make_url=lambda tmp: f"sqlite:///{tmp / 'store.db'}",
         persistent=True,
+    ),
+    StoreFactory(
+        id="postgres",
+        make_url=postgres_url,
+        persistent=True,
+        unavailable=postgres_down,
     ),
 )
 

@@ -18,4 +18,12 @@ async def open_store(url: str) -> Store:
         from .sqlite import SqliteStore
 
         return await SqliteStore.open(url)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(
+                "PostgreSQL needs the asyncpg driver: pip install 'sourcery[postgres]'"
+            ) from exc
+        return await PostgresStore.open(url)
     raise ConfigurationError(f"no store for URL scheme {scheme!r} in {redact(url)!r}")

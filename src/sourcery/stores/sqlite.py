@@ -115,9 +115,9 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
     CREATE TABLE checkpoints (
         source TEXT PRIMARY KEY,
-        events_seq INTEGER NOT NULL,
+        events_seq BLOB NOT NULL,
         events_check BLOB NOT NULL,
-        snapshots_seq INTEGER NOT NULL,
+        snapshots_seq BLOB NOT NULL,
         snapshots_check BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
@@ -376,7 +376,13 @@ class SqliteStore:
             " VALUES (?,?,?,?,?) ON CONFLICT (source) DO UPDATE SET"
             " events_seq = excluded.events_seq, events_check = excluded.events_check,"
             " snapshots_seq = excluded.snapshots_seq, snapshots_check = excluded.snapshots_check",
-            (cp.source, cp.events.seq, cp.events.check, cp.snapshots.seq, cp.snapshots.check),
+            (
+                cp.source,
+                cp.events.seq.to_bytes(16, "big"),
+                cp.events.check,
+                cp.snapshots.seq.to_bytes(16, "big"),
+                cp.snapshots.check,
+            ),
         )
 
     def _check_same(self, con: sqlite3.Connection, events: list[EventRecord]) -> None:
@@ -609,7 +615,11 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             return Checkpoint(source)
-        return Checkpoint(source, Cursor(row[0], row[1]), Cursor(row[2], row[3]))
+        return Checkpoint(
+            source,
+            Cursor(int.from_bytes(row[0], "big"), row[1]),
+            Cursor(int.from_bytes(row[2], "big"), row[3]),
+        )
 
     async def read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
         chunk = await self._read(self._read_since, events, snapshots, limit)
