@@ -25,6 +25,7 @@ from sourcery.ids import IdGenerator, id_to_bytes
 from sourcery.stores.sqlite import MIGRATIONS
 
 from .divergence import bench_resolution, paths
+from .services import bench_cache, bench_postgres
 from .workloads import Add, tally
 
 Results = dict[str, float]
@@ -186,6 +187,10 @@ def main() -> int:
     parser.add_argument("--memory-actors", type=int, default=100_000)
     parser.add_argument("--history", type=int, default=1_000_000)
     parser.add_argument("--branches", default="1000,10000,100000")
+    parser.add_argument("--postgres-commands", type=int, default=20_000)
+    parser.add_argument(
+        "--skip-services", action="store_true", help="only the embedded figures (no servers)"
+    )
     parser.add_argument("--output", default="bench-results.json")
     args = parser.parse_args()
 
@@ -209,6 +214,13 @@ def main() -> int:
                 bench_resolution(*_divergence_args(directory, args.history, sizes))
             ),
         )
+    if not args.skip_services:
+        _run(
+            results,
+            "postgres",
+            lambda: asyncio.run(bench_postgres(args.actors, args.postgres_commands)),
+        )
+        _run(results, "cache", lambda: asyncio.run(bench_cache(1000)))
     results["sqlite_ratio_to_raw"] = (
         results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
     )

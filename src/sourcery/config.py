@@ -13,7 +13,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_STORE_URL", "SqliteSettings", "parse_sqlite_url", "redact", "store_url"]
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "SqliteSettings",
+    "cache_url",
+    "parse_sqlite_url",
+    "redact",
+    "store_url",
+]
 
 DEFAULT_STORE_URL = "sqlite:///sourcery.db"
 
@@ -23,6 +30,13 @@ def store_url(url: str | None = None) -> str:
     if url:
         return url
     return os.environ.get("SOURCERY_STORE") or DEFAULT_STORE_URL
+
+
+def cache_url(url: str | None = None) -> str | None:
+    """The cache URL: the argument, else ``SOURCERY_CACHE``, else none (no cache)."""
+    if url:
+        return url
+    return os.environ.get("SOURCERY_CACHE") or None
 
 
 def redact(url: str) -> str:

@@ -12,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .actor import ActorType, Event, Outcome
+from .caches import Cache, CacheEntry, open_cache
 from .clock import VectorClock
 from .codec import DEFAULT_MAX_PAYLOAD, Codec
-from .config import store_url
+from .config import cache_url, store_url
 from .errors import (
     ClosedError,
     ConfigurationError,
+    DecodingError,
     HandlerError,
     Rejected,
+    SourceryError,
     UnknownActorType,
     UnknownCommand,
 )
@@ -47,6 +51,12 @@ __all__ = ["DEFAULT_MAX_ACTORS", "Runtime"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ACTORS = 10_000
+CACHE_RETRY_SECONDS = 1.0
+"""After a cache failure, commands skip the cache this long before trying it again."""
+CACHE_WRITE_DELAY = 0.02
+"""Entries are written behind the commands, at most this often per actor."""
+
+_UNDECODED: Any = object()
 
 S = TypeVar("S")
 
@@ -71,12 +81,14 @@ class _Cell:
         "base_state",
         "clock",
         "kind",
+        "latest",
         "loaded",
         "lock",
         "own",
         "pending",
         "ref",
         "since",
+        "since_count",
         "state",
         "users",
     )
@@ -90,7 +102,11 @@ class _Cell:
         self.base: SnapshotRecord | None = None
         self.base_clock = VectorClock()
         self.base_state: Any = kind.spec.initial
-        self.since: list[tuple[EventRecord, Any]] = []
+        self.since: list[tuple[EventRecord, Any]] | None = []
+        """Events applied since ``base``, in replay order; None until needed after a cache hit."""
+        self.since_count = 0
+        self.latest = 0
+        """The latest timestamp among the events the state reflects."""
         self.state: Any = kind.spec.initial
         self.clock = VectorClock()
         """Covers what was loaded; this runtime's own newer events are counted in ``own``."""
@@ -116,6 +132,8 @@ class Runtime:
         max_actors: int = DEFAULT_MAX_ACTORS,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         owns_store: bool = False,
+        cache: Cache | None = None,
+        owns_cache: bool = False,
     ) -> None:
         """Run ``actor_types`` on an open ``store``.
 
@@ -128,9 +146,13 @@ class Runtime:
             raise ConfigurationError(f"max_payload must be at least 1, got {max_payload}")
         self.store = store
         self.owns_store = owns_store
-        self.writer = (
-            secrets.token_hex(8) if writer is None else check_text(writer, "writer id")
-        )
+        self.cache = cache
+        self.owns_cache = owns_cache
+        self._cache_retry_at = 0.0
+        self._cache_failing = False
+        self._dirty: dict[ActorRef, _Cell] = {}
+        self._cache_task: asyncio.Task[None] | None = None
+        self.writer = secrets.token_hex(8) if writer is None else check_text(writer, "writer id")
         self.max_actors = max_actors
         self._kinds: dict[str, _Kind] = {}
         for spec in actor_types:
@@ -139,6 +161,8 @@ class Runtime:
             self._kinds[spec.name] = _Kind(spec, max_payload)
         self._cells: OrderedDict[ActorRef, _Cell] = OrderedDict()
         self._ids = IdGenerator()
+        self.cache_hits = 0
+        """Loads answered by a validated cache entry instead of the store's events."""
         self.resolutions = ResolutionStats()
         """Divergences this runtime healed, events it merged, compensations it recorded."""
         self._closed = False
@@ -155,7 +179,9 @@ class Runtime:
     ) -> _Opening:
         """Open the store at ``url`` (default: ``SOURCERY_STORE``) and claim a writer id.
 
-        Use as ``async with Runtime.open(...) as rt`` or ``rt = await Runtime.open(...)``.
+        ``cache=URL`` (default: ``SOURCERY_CACHE``, else none) adds a cache of actor
+        states, ``memory://`` or ``redis://…``. Use as ``async with Runtime.open(...) as rt``
+        or ``rt = await Runtime.open(...)``.
         """
         return _Opening(cls, store_url(url), list(actor_types), options)
 
@@ -171,6 +197,10 @@ class Runtime:
             return
         self._closed = True
         await self._idle.wait()
+        if self._cache_task is not None:
+            await self._cache_task
+        if self.cache is not None and self.owns_cache:
+            await self.cache.aclose()
         if self.owns_store:
             await self.store.aclose()
 
@@ -297,9 +327,12 @@ class Runtime:
         if cell.pending is not None:
             await asyncio.wait([cell.pending])
             cell.pending = None
+        entry = await self._cache_get(cell.ref)
+        heads = await self.store.heads(cell.ref)
+        if entry is not None and await self._load_cached(cell, entry, heads):
+            return
         spec = cell.kind.spec
         codec = cell.kind.codec
-        heads = await self.store.heads(cell.ref)
         if len(heads) > 1:
             base = await resolve(self, cell.kind.spec, codec, heads)
             base_state = codec.decode_state(base.state)
@@ -320,16 +353,128 @@ class Runtime:
         latest = max((r.timestamp for r in applied), default=0)
         if base is not None:
             latest = max(latest, base.timestamp)
-        # What decide sees must replay before what it causes, whatever the wall clocks say.
-        self._ids.advance_past(latest)
         cell.base = base
         cell.base_clock = base_clock
         cell.base_state = base_state
         cell.since = list(zip(applied, payloads, strict=True))
+        cell.since_count = len(applied)
+        self._loaded(cell, state, clock, latest)
+        self._mark_dirty(cell)
+
+    def _loaded(self, cell: _Cell, state: Any, clock: VectorClock, latest: int) -> None:
+        # What decide sees must replay before what it causes, whatever the wall clocks say.
+        self._ids.advance_past(latest)
         cell.state = state
         cell.clock = clock
+        cell.latest = latest
         cell.own = clock.get(self.writer)
         cell.loaded = True
+
+    async def _load_cached(
+        self, cell: _Cell, entry: CacheEntry, heads: list[SnapshotRecord]
+    ) -> bool:
+        """Use a cache entry only if it is exactly what the store would give."""
+        if len(heads) > 1 or entry.heads != tuple(h.clock for h in heads):
+            return False
+        base = heads[0] if heads else None
+        base_clock = base.clock if base is not None else VectorClock()
+        frontier = await self.store.frontier(cell.ref)
+        if not (frontier <= entry.clock <= (frontier | base_clock)) or not (
+            base_clock <= entry.clock
+        ):
+            return False
+        try:
+            state = cell.kind.codec.decode_state(entry.state)
+        except DecodingError:
+            return False
+        cell.base = base
+        cell.base_clock = base_clock
+        cell.base_state = _UNDECODED
+        cell.since = None
+        cell.since_count = entry.clock.total() - base_clock.total()
+        self._loaded(cell, state, entry.clock, entry.latest)
+        self.cache_hits += 1
+        return True
+
+    async def _since(self, cell: _Cell) -> list[tuple[EventRecord, Any]]:
+        """The events since the cell's base, read back after a cache hit made it skip them."""
+        if cell.since is None:
+            codec = cell.kind.codec
+            loose = await self.store.loose_events(cell.ref, cell.base_clock)
+            clock = cell.current_clock(self.writer)
+            mine = sorted((r for r in loose if r.n <= clock.get(r.writer)), key=replay_order)
+            cell.since = [(r, codec.decode_payload(r.type, r.version, r.payload)) for r in mine]
+        if cell.base_state is _UNDECODED:
+            assert cell.base is not None
+            cell.base_state = cell.kind.codec.decode_state(cell.base.state)
+        return cell.since
+
+    # -- the cache -----------------------------------------------------------------------
+
+    async def _cache_get(self, ref: ActorRef) -> CacheEntry | None:
+        cache = self.cache
+        if cache is None or time.monotonic() < self._cache_retry_at:
+            return None
+        try:
+            entry = await cache.get(ref)
+        except DecodingError as exc:
+            log.warning("ignoring a damaged cache entry for %s: %s", ref, exc)
+            return None
+        except SourceryError as exc:
+            self._cache_failed(exc)
+            return None
+        self._cache_ok()
+        if entry is not None and entry.actor != ref:
+            return None
+        return entry
+
+    def _cache_failed(self, exc: BaseException) -> None:
+        self._cache_retry_at = time.monotonic() + CACHE_RETRY_SECONDS
+        if not self._cache_failing:
+            self._cache_failing = True
+            log.warning("the cache is unavailable; working from the store alone: %s", exc)
+
+    def _cache_ok(self) -> None:
+        if self._cache_failing:
+            self._cache_failing = False
+            log.warning("the cache is back")
+
+    def _mark_dirty(self, cell: _Cell) -> None:
+        if self.cache is None:
+            return
+        self._dirty[cell.ref] = cell
+        if self._cache_task is None:
+            self._cache_task = asyncio.create_task(self._write_cache())
+
+    async def _write_cache(self) -> None:
+        """Write behind: entries go to the cache after the commands, never on their path."""
+        cache = self.cache
+        assert cache is not None
+        try:
+            while self._dirty:
+                if not self._closed:
+                    await asyncio.sleep(CACHE_WRITE_DELAY)
+                dirty, self._dirty = self._dirty, {}
+                if time.monotonic() < self._cache_retry_at:
+                    continue
+                for cell in dirty.values():
+                    if not cell.loaded:
+                        continue
+                    try:
+                        entry = CacheEntry(
+                            actor=cell.ref,
+                            heads=(cell.base.clock,) if cell.base is not None else (),
+                            clock=cell.current_clock(self.writer),
+                            state=cell.kind.codec.encode_state(cell.state),
+                            latest=cell.latest,
+                        )
+                        await cache.put(entry)
+                    except SourceryError as exc:
+                        self._cache_failed(exc)
+                        break
+                    self._cache_ok()
+        finally:
+            self._cache_task = None
 
     # -- processing ----------------------------------------------------------------------
 
@@ -401,13 +546,26 @@ class Runtime:
                 Event(event_id, ref, timestamp, message_id, writer, n, name, version, payload)
             )
 
-        since = cell.since
-        in_order = not since or not records or replay_order(records[0]) > replay_order(since[-1][0])
-        new_since = since + [(r, e.payload) for r, e in zip(records, events, strict=True)]
+        due = cell.since_count + len(records) >= spec.snapshot_every
+        since = cell.since if cell.since is not None or not due else await self._since(cell)
+        if since is None:
+            in_order = True
+        else:
+            in_order = (
+                not since or not records or (replay_order(records[0]) > replay_order(since[-1][0]))
+            )
+            if not in_order:
+                since = await self._since(cell)
+        new_since = (
+            None
+            if since is None
+            else since + [(r, e.payload) for r, e in zip(records, events, strict=True)]
+        )
         try:
             if in_order:
                 state = fold(spec.evolve, cell.state, (e.payload for e in events))
             else:
+                assert new_since is not None
                 new_since.sort(key=lambda item: replay_order(item[0]))
                 state = fold(spec.evolve, cell.base_state, (p for _, p in new_since))
         except Exception as exc:
@@ -421,7 +579,7 @@ class Runtime:
             )
             batch.messages = messages
         snapshot: SnapshotRecord | None = None
-        if len(new_since) >= spec.snapshot_every:
+        if due and new_since is not None:
             clock = cell.clock.with_entry(writer, n) if n else cell.clock
             snapshot = SnapshotRecord(
                 actor=ref,
@@ -452,10 +610,16 @@ class Runtime:
             cell.base_state = state
             cell.clock = snapshot.clock
             cell.since = []
+            cell.since_count = 0
         else:
             cell.since = new_since
+            cell.since_count += len(records)
+        if records:
+            cell.latest = max(cell.latest, records[-1].timestamp)
         cell.state = state
         cell.own = n
+        if records:
+            self._mark_dirty(cell)
         return Outcome(actor=ref, events=tuple(events), state=state)
 
 
@@ -501,11 +665,24 @@ class _Opening:
         self._runtime: Runtime | None = None
 
     async def _open(self) -> Runtime:
+        options = dict(self._options)
+        url = cache_url(options.pop("cache", None))
         store = await open_store(self._url)
+        cache: Cache | None = None
         try:
-            runtime = self._cls(store, self._actor_types, owns_store=True, **self._options)
+            cache = await open_cache(url) if url else None
+            runtime = self._cls(
+                store,
+                self._actor_types,
+                owns_store=True,
+                cache=cache,
+                owns_cache=True,
+                **options,
+            )
             await store.register_writer(runtime.writer)
         except BaseException:
+            if cache is not None:
+                await cache.aclose()
             await store.aclose()
             raise
         return runtime

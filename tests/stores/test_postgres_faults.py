@@ -1,0 +1,80 @@
+"""PostgreSQL going away under load: sends fail cleanly or are retried, nothing acked is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import defaultdict
+
+import asyncpg
+import pytest
+from conftest import POSTGRES, postgres_down
+
+from sourcery import Runtime, StoreUnavailable
+from sourcery.examples.bank import Account, Deposit, accounts
+
+pytestmark = pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down()))
+
+
+async def _terminate(application: str) -> int:
+    con = await asyncpg.connect(POSTGRES)
+    try:
+        killed = await con.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            application,
+        )
+    finally:
+        await con.close()
+    return len(killed)
+
+
+async def test_killed_connections_lose_no_acknowledged_event() -> None:
+    application = f"sourcery-fault-{uuid.uuid4().hex[:8]}"
+    schema = f"sourcery_test_{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES}?schema={schema}&application_name={application}&pool_size=4"
+    acked: dict[str, int] = defaultdict(int)
+    failures: list[BaseException] = []
+    rng = random.Random(7)
+    killed = 0
+
+    async with Runtime.open(url, [accounts]) as rt:
+
+        async def client(i: int) -> None:
+            ref = accounts(f"acct-{i}")
+            for _ in range(60):
+                amount = rng.randint(1, 9)
+                try:
+                    await rt.send(ref, Deposit(amount))
+                except StoreUnavailable as exc:
+                    failures.append(exc)
+                    continue
+                acked[ref.id] += amount
+
+        async def saboteur() -> None:
+            nonlocal killed
+            for _ in range(4):
+                await asyncio.sleep(0.05)
+                killed += await _terminate(application)
+
+        await asyncio.gather(*(client(i) for i in range(40)), saboteur())
+        assert killed > 0, "the test never cut a connection"
+        # The runtime recovers by itself once the server answers again.
+        after = await rt.send(accounts("acct-0"), Deposit(1))
+        acked["acct-0"] += 1
+        assert after.state.balance >= acked["acct-0"]
+
+    # Every acknowledged deposit is there; a failed send may or may not have committed
+    # (its outcome was unknown), so balances are at least the acknowledged sums, and at
+    # most that plus what failed.
+    async with Runtime.open(url, [accounts]) as rt:
+        slack = 9 * len(failures)
+        for i in range(40):
+            state: Account = await rt.state(accounts(f"acct-{i}"))
+            assert acked[f"acct-{i}"] <= state.balance <= acked[f"acct-{i}"] + slack
+        total = sum(acked.values())
+        balances = 0
+        for i in range(40):
+            balances += (await rt.state(accounts(f"acct-{i}"))).balance
+        assert total <= balances <= total + slack
