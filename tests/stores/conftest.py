@@ -9,15 +9,13 @@ factory's name; they ask for a capability (:func:`requires_persistence`) instead
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
+from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
 from sourcery.stores import Store, open_store
 
@@ -34,21 +32,6 @@ class StoreFactory:
     """Whether opening the same URL again sees what an earlier (closed) store wrote."""
     unavailable: Callable[[], str | None] = lambda: None
     """A reason to skip every test of this implementation (e.g. no server configured)."""
-
-
-POSTGRES = os.environ.get("SOURCERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-"""The server the PostgreSQL tests use; every test gets a schema of its own there."""
-TEST_SCHEMA_PREFIX = "sourcery_test_"
-
-
-def postgres_down() -> str | None:
-    parts = urlsplit(POSTGRES)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 2):
-            return None
-    except OSError as exc:
-        where = f"{parts.hostname}:{parts.port}"
-        return f"no PostgreSQL at {where} ({exc}); run scripts/ensure-services.sh"
 
 
 def postgres_url(_tmp: Path) -> str:

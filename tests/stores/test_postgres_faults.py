@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import asyncpg
 import pytest
-from conftest import POSTGRES, postgres_down
+from services import POSTGRES, postgres_down
 
 from sourcery import Runtime, StoreUnavailable
 from sourcery.examples.bank import Account, Deposit, accounts

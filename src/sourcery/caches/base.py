@@ -57,6 +57,11 @@ class CacheEntry:
     latest: int = 0
     """The latest event timestamp the state reflects, so new events are stamped after it."""
 
+    def __post_init__(self) -> None:
+        # One order for the heads, so equal entries compare equal after a round trip.
+        ordered = tuple(sorted(self.heads, key=VectorClock.to_bytes))
+        object.__setattr__(self, "heads", ordered)
+
     def to_bytes(self) -> bytes:
         wire = _Wire(
             self.actor.type,
