@@ -43,6 +43,7 @@ from sourcery.examples.bank import (
 )
 from sourcery.history import fold
 from sourcery.ids import IdGenerator
+from sourcery.stores import open_store
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -240,12 +241,14 @@ async def test_bank_commands_events_state_and_clock(tmp_path: Path) -> None:
         assert [e.payload for e in opened.events] == [Opened("Alice")]
         event = opened.events[0]
         assert (event.actor, event.type, event.version) == (ref, "Opened", 1)
-        assert (event.initiated_by, event.dot) == ("open-1", ("w1", 1))
+        assert rt.writer.startswith("w1.")
+        w1 = rt.writer
+        assert (event.initiated_by, event.dot) == ("open-1", (w1, 1))
         assert not opened.duplicate
 
         deposited = await rt.send(ref, Deposit(100))
         assert [e.payload for e in deposited.events] == [Deposited(100)]
-        assert deposited.events[0].dot == ("w1", 2)
+        assert deposited.events[0].dot == (w1, 2)
         assert deposited.events[0].id > event.id
         assert deposited.state == Account("Alice", 100)
 
@@ -259,7 +262,7 @@ async def test_bank_commands_events_state_and_clock(tmp_path: Path) -> None:
         assert again.state == Account("Alice", 70)
 
         assert await rt.state(ref) == Account("Alice", 70)
-        assert await rt.clock(ref) == VectorClock({"w1": 3})
+        assert await rt.clock(ref) == VectorClock({w1: 3})
         # Another actor is untouched.
         assert await rt.state(bank.accounts("bob")) == Account()
         assert await rt.clock(bank.accounts("bob")) == VectorClock()
@@ -267,10 +270,10 @@ async def test_bank_commands_events_state_and_clock(tmp_path: Path) -> None:
 
     async with Runtime.open(url_of(tmp_path / "b.db"), [bank.accounts], writer="w2") as rt:
         assert await rt.state(ref) == Account("Alice", 70)
-        assert await rt.clock(ref) == VectorClock({"w1": 3})
+        assert await rt.clock(ref) == VectorClock({w1: 3})
         out = await rt.send(ref, Deposit(5))
-        assert out.events[0].dot == ("w2", 1)
-        assert await rt.clock(ref) == VectorClock({"w1": 3, "w2": 1})
+        assert out.events[0].dot == (rt.writer, 1)
+        assert await rt.clock(ref) == VectorClock({w1: 3, rt.writer: 1})
 
     async with Runtime.open(url_of(tmp_path / "b.db"), [bank.accounts]) as rt:
         assert await rt.state(ref) == Account("Alice", 75)
@@ -497,12 +500,13 @@ async def test_snapshots_packs_and_bounded_loading(tmp_path: Path) -> None:
         for amount in amounts:
             await rt.send(ref, Deposit(amount))
         store = rt.store
+        w = rt.writer
         snapshots = await store.snapshots(ref)
-        assert [s.clock for s in snapshots] == [VectorClock({"w": 5}), VectorClock({"w": 10})]
+        assert [s.clock for s in snapshots] == [VectorClock({w: 5}), VectorClock({w: 10})]
         assert snapshots[0].parents == ()
         assert snapshots[1].parents == (snapshots[0].clock,)
         heads = await store.heads(ref)
-        assert [h.clock for h in heads] == [VectorClock({"w": 10})]
+        assert [h.clock for h in heads] == [VectorClock({w: 10})]
         for s, first in zip(snapshots, (1, 6), strict=True):
             pack = await store.pack(ref, s.clock)
             assert pack is not None
@@ -510,7 +514,7 @@ async def test_snapshots_packs_and_bounded_loading(tmp_path: Path) -> None:
             assert all(e.actor == ref for e in pack.events)
             stored = msgspec.msgpack.decode(s.state, type=Account)
             assert stored == Account(balance=sum(range(1, first + 5)))
-        loose = await store.loose_events(ref, VectorClock({"w": 10}))
+        loose = await store.loose_events(ref, VectorClock({w: 10}))
         assert [e.n for e in loose] == [11, 12]
 
     full_replay = fold(bank.evolve, bank.accounts.initial, [Deposited(a) for a in amounts])
@@ -519,19 +523,19 @@ async def test_snapshots_packs_and_bounded_loading(tmp_path: Path) -> None:
         assert await rt.state(ref) == full_replay
         assert rt.store.stats.events_read == 2
         assert rt.store.stats.snapshots_read == 1
-        assert await rt.clock(ref) == VectorClock({"w": 12})
+        assert await rt.clock(ref) == VectorClock({w: 12})
         # The next snapshot, by the new writer, has the old head as its parent.
         for amount in (13, 14, 15):
             await rt.send(ref, Deposit(amount))
         snapshots = await rt.store.snapshots(ref)
         assert len(snapshots) == 3
-        assert snapshots[2].parents == (VectorClock({"w": 10}),)
-        assert snapshots[2].clock == VectorClock({"w": 12, rt.writer: 3})
+        assert snapshots[2].parents == (VectorClock({w: 10}),)
+        assert snapshots[2].clock == VectorClock({w: 12, rt.writer: 3})
         pack = await rt.store.pack(ref, snapshots[2].clock)
         assert pack is not None
         assert [(e.writer, e.n) for e in pack.events] == [
-            ("w", 11),
-            ("w", 12),
+            (w, 11),
+            (w, 12),
             (rt.writer, 1),
             (rt.writer, 2),
             (rt.writer, 3),
@@ -837,10 +841,21 @@ async def test_a_writer_id_is_never_reused(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
     async with Runtime.open(url_of(path), [bank.accounts], writer="solo") as rt:
         await rt.send(bank.accounts("a"), Deposit(1))
-    before = dump(path)
-    with pytest.raises(StoreError, match="solo"):
-        await Runtime.open(url_of(path), [bank.accounts], writer="solo")
-    assert dump(path) == before
+        first = rt.writer
+    # The same name again is a new writer: its dots can never collide with the old ones.
+    async with Runtime.open(url_of(path), [bank.accounts], writer="solo") as rt:
+        assert rt.writer != first and rt.writer.startswith("solo.")
+        out = await rt.send(bank.accounts("a"), Deposit(1))
+        assert out.events[0].dot == (rt.writer, 1)
+    # A store refuses an id that was claimed on it before.
+    store = await open_store(url_of(path))
+    try:
+        before = dump(path)
+        with pytest.raises(StoreError, match="solo"):
+            await store.register_writer(first)
+        assert dump(path) == before
+    finally:
+        await store.aclose()
 
 
 async def test_an_actor_ref_is_required() -> None:

@@ -1,4 +1,4 @@
-"""The ``sourcery`` command: ``demo``, ``inspect`` and ``migrate``.
+"""The ``sourcery`` command: ``demo``, ``inspect``, ``sync``, ``replicate`` and ``migrate``.
 
 A thin layer: it parses arguments, sets up logging (the only place that does), calls the
 library and prints what it returns with rich. Exit codes: 0 ok, 1 error, 2 usage.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import sqlite3
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,15 +32,25 @@ from rich.table import Table
 from . import __version__
 from .clock import VectorClock
 from .config import parse_sqlite_url, redact, store_url
-from .demo import DEFAULT_SNAPSHOT_EVERY, DemoResult, run_demo
+from .demo import (
+    DEFAULT_SNAPSHOT_EVERY,
+    DemoResult,
+    ReplicatedDemoResult,
+    run_demo,
+    run_replicated_demo,
+)
 from .errors import ConfigurationError, SourceryError, StoreError
+from .history_svg import MERGE_WRITER_PREFIX, render
 from .ids import format_id, id_from_bytes
-from .records import ActorRef, EventRecord, SnapshotRecord
+from .records import ActorRef, EventRecord, PackRecord, SnapshotRecord
+from .replication import SyncReport, pull, sync
 from .stores import Store, open_store
 
 __all__ = ["main"]
 
 DEMO_DB = "sourcery-demo.db"
+DEMO_REPLICAS = ("sourcery-demo-a.db", "sourcery-demo-b.db")
+DEMO_SVG = "sourcery-demo-history.svg"
 ACTORS_LISTED = 50
 
 log = logging.getLogger(__name__)
@@ -56,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--commands ({args.commands}) must be at least --accounts ({args.accounts}):"
                 " every account is opened first"
             )
+        if args.command == "inspect" and args.svg and not args.actor:
+            parser.error("--svg draws one actor's history: give TYPE/ID")
     except SystemExit as exc:  # --help, or a usage error (argparse has printed it)
         return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     out = _console(stderr=False)
@@ -92,11 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = commands.add_parser("demo", help="run the bank-account workload and audit the result")
+    demo = commands.add_parser(
+        "demo",
+        help="partition two replicas of a bank under load, heal them, and audit the result",
+        description=(
+            "Two replicas of a bank (fresh sqlite files "
+            f"{DEMO_REPLICAS[0]} and {DEMO_REPLICAS[1]} in this directory): accounts opened"
+            " on A and synced to B; then a partition with deposits and withdrawals on both"
+            " sides; then the heal. Checks that money is conserved and that the replicas"
+            f" agree, and draws the most diverged account's history to {DEMO_SVG}."
+        ),
+    )
     demo.add_argument(
         "--store",
         metavar="URL",
-        help=f"store URL (default: a fresh sqlite file {DEMO_DB} in this directory)",
+        help="run the single-replica workload on this (empty) store instead",
     )
     demo.add_argument("--accounts", type=_positive, default=1000, metavar="N")
     demo.add_argument(
@@ -106,7 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="commands in all, counting one Open per account (default: 20000)",
     )
-    demo.add_argument("--concurrency", type=_positive, default=200, metavar="N")
+    demo.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=200,
+        metavar="N",
+        help="commands under way at once, on each replica (default: 200)",
+    )
     demo.add_argument(
         "--snapshot-every",
         type=_positive,
@@ -125,7 +155,33 @@ def _parser() -> argparse.ArgumentParser:
         "actor", metavar="TYPE/ID", nargs="?", help="the actor (default: list actors)"
     )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument(
+        "--svg",
+        metavar="PATH",
+        help="also draw the actor's history (snapshots and parent links) to an SVG file",
+    )
     inspect.set_defaults(run=_inspect)
+
+    sync_ = commands.add_parser(
+        "sync", help="exchange records between two stores until each holds what the other did"
+    )
+    sync_.add_argument("a", metavar="A", help="a store URL or a sqlite file path")
+    sync_.add_argument("b", metavar="B", help="another store URL or sqlite file path")
+    sync_.set_defaults(run=_sync)
+
+    replicate = commands.add_parser(
+        "replicate", help="keep two stores in sync until interrupted (Ctrl-C or SIGTERM)"
+    )
+    replicate.add_argument("a", metavar="A", help="a store URL or a sqlite file path")
+    replicate.add_argument("b", metavar="B", help="another store URL or sqlite file path")
+    replicate.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between rounds (default: 1)",
+    )
+    replicate.set_defaults(run=_replicate)
 
     migrate = commands.add_parser("migrate", help="create or upgrade a store's schema")
     migrate.add_argument(
@@ -145,6 +201,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -183,29 +249,139 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.store:
-        url = _as_url(args.store)
-    else:
+        return _single_demo(args, out, _as_url(args.store))
+    urls = []
+    for name in DEMO_REPLICAS:
         for suffix in ("", "-wal", "-shm"):
-            Path(DEMO_DB + suffix).unlink(missing_ok=True)
-        url = f"sqlite:///{DEMO_DB}"
-        log.info("recreated %s", DEMO_DB)
+            Path(name + suffix).unlink(missing_ok=True)
+    for name in DEMO_REPLICAS:
+        urls.append(f"sqlite:///{name}")
+        log.info("recreated %s", name)
     out.print(
-        f"Sourcery demo: {args.accounts} accounts, {args.commands} commands, "
-        f"{args.concurrency} at a time, on [bold]{escape(redact(url))}[/bold]"
+        f"Sourcery demo: a bank of {args.accounts:,} accounts on two replicas, "
+        f"{args.commands:,} commands, {args.concurrency:,} at a time on each replica"
     )
+    for side, name in zip("AB", DEMO_REPLICAS, strict=True):
+        out.print(f"  replica {side}: [bold]{escape(name)}[/bold]")
+    with _progress(out, args.commands) as advance:
+        result = _run(
+            run_replicated_demo(
+                urls[0],
+                urls[1],
+                n_accounts=args.accounts,
+                n_commands=args.commands,
+                concurrency=args.concurrency,
+                snapshot_every=args.snapshot_every,
+                seed=args.seed,
+                progress=advance,
+            )
+        )
+    svg: str | None = None
+    if result.most_diverged is not None:
+        Path(DEMO_SVG).write_text(result.history_svg, encoding="utf-8")
+        svg = DEMO_SVG
+    _print_replicated_demo(out, result, svg)
+    return 0 if result.ok else 1
+
+
+@contextlib.contextmanager
+def _progress(out: Console, total: int) -> Iterator[Callable[[int], None]]:
     with Progress(
         TextColumn("commands"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=out,
+        transient=True,
         disable=not out.is_terminal,  # a bar means nothing in a pipe or a file
     ) as bar:
-        task = bar.add_task("commands", total=args.commands)
+        task = bar.add_task("commands", total=total)
 
         def advance(done: int) -> None:
             bar.update(task, completed=done)
 
+        yield advance
+
+
+def _print_replicated_demo(out: Console, r: ReplicatedDemoResult, svg: str | None) -> None:
+    a, b = r.a, r.b
+    out.print(
+        f"phase 1  opened {r.accounts:,} accounts and deposited on A ({r.opening_commands:,} "
+        f"commands); sync copied {r.opening.a_to_b:,} records A -> B"
+    )
+    out.print(
+        f"phase 2  partition: {a.commands - r.opening_commands:,} commands on A and "
+        f"{b.commands:,} on B at once, no sync; the two sides' accounts diverge"
+    )
+    out.print(
+        f"phase 3  heal: sync copied {r.heal.a_to_b:,} records A -> B and {r.heal.b_to_a:,} "
+        f"B -> A; {r.siblings:,} accounts had siblings (divergent heads)"
+    )
+    out.print(
+        "         read every account on both replicas (resolving the siblings), "
+        f"sync ({r.settle.records:,} records), read again"
+    )
+    table = Table(title="Sourcery demo", title_justify="left")
+    table.add_column("")
+    table.add_column("replica A", justify="right")
+    table.add_column("replica B", justify="right")
+    table.add_column("both", justify="right")
+
+    def row(label: str, x: int, y: int, both: int | None) -> None:
+        table.add_row(label, f"{x:,}", f"{y:,}", "" if both is None else f"{both:,}")
+
+    row("commands", a.commands, b.commands, r.commands)
+    row("commands accepted", a.accepted, b.accepted, r.accepted)
+    row("commands rejected (insufficient funds)", a.rejected, b.rejected, r.rejected)
+    row("deposited", a.deposited, b.deposited, r.deposited)
+    row("withdrawn", a.withdrawn, b.withdrawn, r.withdrawn)
+    row("divergences healed", a.divergences, b.divergences, r.divergences)
+    row("merge snapshots written", a.resolved, b.resolved, a.resolved + b.resolved)
+    row("events merged", a.events_merged, b.events_merged, a.events_merged + b.events_merged)
+    row("compensations (Overdrawn events recorded)", a.overdrafts, b.overdrafts, None)
+    row("snapshots stored", a.snapshots, b.snapshots, None)
+    row("merge snapshots stored", a.merges, b.merges, None)
+    row("sum of balances", a.balances, b.balances, None)
+    out.print(table)
+    out.print(
+        f"money acknowledged on both sides (deposited - withdrawn): {r.money_in:,}; "
+        f"time {r.seconds:,.2f} s (open {r.phase_seconds[0]:,.2f} s, partition "
+        f"{r.phase_seconds[1]:,.2f} s, heal {r.phase_seconds[2]:,.2f} s)"
+    )
+    if r.conserved:
+        out.print(
+            "[green]money conserved: yes[/green] "
+            f"(each replica's balances add up to {r.money_in:,})"
+        )
+    else:
+        out.print(
+            f"[red]money conserved: NO[/red] (money in {r.money_in:,}; sum of balances "
+            f"{a.balances:,} on A, {b.balances:,} on B)"
+        )
+    if r.agree:
+        out.print("[green]replicas agree: yes[/green] (every account's state and vector clock)")
+    else:
+        shown = ", ".join(r.disagreements[:5])
+        more = f" and {len(r.disagreements) - 5:,} more" if len(r.disagreements) > 5 else ""
+        out.print(
+            f"[red]replicas agree: NO[/red] ({len(r.disagreements):,} accounts differ: "
+            f"{escape(shown)}{more})"
+        )
+    if svg is not None and r.most_diverged is not None:
+        merges = r.most_diverged_merges
+        out.print(
+            f"history of the most diverged account, {escape(str(r.most_diverged))} "
+            f"({r.most_diverged_snapshots:,} snapshots, {merges:,} merge"
+            f"{'' if merges == 1 else 's'}): [bold]{escape(svg)}[/bold]"
+        )
+
+
+def _single_demo(args: argparse.Namespace, out: Console, url: str) -> int:
+    out.print(
+        f"Sourcery demo: {args.accounts} accounts, {args.commands} commands, "
+        f"{args.concurrency} at a time, on [bold]{escape(redact(url))}[/bold]"
+    )
+    with _progress(out, args.commands) as advance:
         result = _run(
             run_demo(
                 url,
@@ -264,33 +440,41 @@ def _print_demo(out: Console, r: DemoResult) -> None:
 def _inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     url = _existing_store(args.store)
     actor = ActorRef.parse(args.actor) if args.actor else None
-    report = _run(_inspect_store(url, actor))
+    report, svg = _run(_inspect_store(url, actor, svg=bool(args.svg)))
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     elif actor is None:
         _print_actors(out, report)
     else:
         _print_actor(out, report)
+    if svg is not None:
+        Path(args.svg).write_text(svg, encoding="utf-8")
+        (err if args.json else out).print(f"history drawn to {escape(args.svg)}")
     return 0
 
 
-async def _inspect_store(url: str, actor: ActorRef | None) -> dict[str, Any]:
+async def _inspect_store(
+    url: str, actor: ActorRef | None, *, svg: bool = False
+) -> tuple[dict[str, Any], str | None]:
     log.info("inspecting %s", redact(url))
     store = await open_store(url)
     try:
         if actor is None:
             refs = await store.actors(limit=ACTORS_LISTED + 1)
-            return {
+            listing = {
                 "store": redact(url),
                 "actors": [str(ref) for ref in refs[:ACTORS_LISTED]],
                 "more": len(refs) > ACTORS_LISTED,
             }
-        return await _actor_report(store, url, actor)
+            return listing, None
+        return await _actor_report(store, url, actor, svg=svg)
     finally:
         await store.aclose()
 
 
-async def _actor_report(store: Store, url: str, actor: ActorRef) -> dict[str, Any]:
+async def _actor_report(
+    store: Store, url: str, actor: ActorRef, *, svg: bool = False
+) -> tuple[dict[str, Any], str | None]:
     heads = await store.heads(actor)
     frontier = await store.frontier(actor)
     snapshots = await store.snapshots(actor)
@@ -299,7 +483,8 @@ async def _actor_report(store: Store, url: str, actor: ActorRef) -> dict[str, An
     # are those that clock does not cover.
     covered = VectorClock.merge_all(h.clock for h in heads)
     loose = await store.loose_events(actor, covered)
-    return {
+    head_clocks = {h.clock for h in heads}
+    report = {
         "store": redact(url),
         "actor": str(actor),
         "heads": [_head(h) for h in heads],
@@ -312,11 +497,27 @@ async def _actor_report(store: Store, url: str, actor: ActorRef) -> dict[str, An
                 "timestamp": _iso(s.timestamp),
                 "state_bytes": len(s.state),
                 "pack_events": None if pack is None else len(pack.events),
+                "head": s.clock in head_clocks,
+                "compensations": _compensations(pack),
             }
             for s, pack in zip(snapshots, packs, strict=True)
         ],
         "loose_events": [_event(e) for e in sorted(loose, key=lambda e: e.order)],
     }
+    picture = None
+    if svg:
+        by_clock = {s.clock: pack for s, pack in zip(snapshots, packs, strict=True)}
+        picture = render(
+            str(actor), snapshots, by_clock, [h.clock for h in heads], loose_events=len(loose)
+        )
+    return report, picture
+
+
+def _compensations(pack: PackRecord | None) -> int:
+    """Events a merge hook recorded in this pack (their writer ids start with ``merge-``)."""
+    if pack is None:
+        return 0
+    return sum(1 for e in pack.events if e.writer.startswith(MERGE_WRITER_PREFIX))
 
 
 def _head(snapshot: SnapshotRecord) -> dict[str, Any]:
@@ -379,8 +580,13 @@ def _print_actors(out: Console, report: dict[str, Any]) -> None:
 def _print_actor(out: Console, r: dict[str, Any]) -> None:
     heads: list[dict[str, Any]] = r["heads"]
     out.print(f"[bold]{escape(r['actor'])}[/bold] in {escape(r['store'])}")
-    siblings = f"yes, {len(heads)} heads" if r["siblings"] else "no"
-    out.print(f"siblings: {siblings}")
+    if r["siblings"]:
+        out.print(
+            f"siblings: [bold red]yes, {len(heads)} heads[/bold red] (divergent versions; "
+            "the next read resolves them from their latest common ancestor)"
+        )
+    else:
+        out.print(f"siblings: no ({len(heads)} head{'' if len(heads) == 1 else 's'})")
     out.print(f"frontier: {escape(_clock(r['frontier']))}")
 
     table = _table(f"heads ({len(heads)})", "clock", "timestamp", "state")
@@ -394,6 +600,7 @@ def _print_actor(out: Console, r: dict[str, Any]) -> None:
         "#",
         "clock",
         "parents",
+        "role",
         "timestamp",
         "state bytes",
         "pack events",
@@ -401,10 +608,18 @@ def _print_actor(out: Console, r: dict[str, Any]) -> None:
     for i, s in enumerate(snapshots, 1):
         parents = ", ".join(_clock(p) for p in s["parents"]) or "(root)"
         pack = "missing" if s["pack_events"] is None else str(s["pack_events"])
+        roles = []
+        if s["head"]:
+            roles.append("[bold]head[/bold]")
+        if len(s["parents"]) > 1:
+            roles.append("merge")
+        if s["compensations"]:
+            roles.append(f"{s['compensations']} compensating")
         table.add_row(
             str(i),
             escape(_clock(s["clock"])),
             escape(parents),
+            ", ".join(roles),
             s["timestamp"],
             str(s["state_bytes"]),
             pack,
@@ -452,6 +667,110 @@ def _clock(entries: dict[str, int]) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+# -- sync and replicate ------------------------------------------------------------------
+
+
+def _label(text: str) -> str:
+    """How a store is named in output: a path as given, a URL without its password."""
+    return redact(text) if "://" in text else text
+
+
+def _sync(args: argparse.Namespace, out: Console, err: Console) -> int:
+    url_a, url_b = _existing_stores(args.a, args.b)
+    report = _run(_synced(url_a, url_b))
+    a, b = escape(_label(args.a)), escape(_label(args.b))
+    out.print(f"{a} -> {b}: {report.a_to_b:,} records")
+    out.print(f"{b} -> {a}: {report.b_to_a:,} records")
+    out.print("in sync: each store holds every record the other held")
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _two_stores(url_a: str, url_b: str) -> AsyncIterator[tuple[Store, Store]]:
+    async with contextlib.AsyncExitStack() as stack:
+        a = await open_store(url_a)
+        stack.push_async_callback(a.aclose)
+        b = await open_store(url_b)
+        stack.push_async_callback(b.aclose)
+        if await a.identity() == await b.identity():
+            raise ConfigurationError("both stores are the same store: nothing to exchange")
+        yield a, b
+
+
+async def _synced(url_a: str, url_b: str) -> SyncReport:
+    log.info("syncing %s and %s", redact(url_a), redact(url_b))
+    async with _two_stores(url_a, url_b) as (a, b):
+        return await sync(a, b)
+
+
+def _replicate(args: argparse.Namespace, out: Console, err: Console) -> int:
+    url_a, url_b = _existing_stores(args.a, args.b)
+    names = (_label(args.a), _label(args.b))
+    return _run(_replicating(url_a, url_b, names, args.interval, out))
+
+
+async def _replicating(
+    url_a: str, url_b: str, names: tuple[str, str], interval: float, out: Console
+) -> int:
+    """Sync every ``interval`` seconds until SIGINT or SIGTERM; print rounds that copied."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            continue
+        handled.append(sig)
+    a_name, b_name = (escape(n) for n in names)
+    rounds = copied = failures = 0
+    try:
+        async with _two_stores(url_a, url_b) as (a, b):
+            out.print(
+                f"replicating {a_name} <-> {b_name} every {interval:g} s; Ctrl-C or SIGTERM stops"
+            )
+            _flush(out)
+            while not stop.is_set():
+                try:
+                    a_to_b = await _copy(a, b, stop)
+                    b_to_a = await _copy(b, a, stop)
+                except StoreError as exc:  # a store went away: try again next round
+                    failures += 1
+                    log.warning("replication round failed, retrying: %s", _one_line(exc))
+                else:
+                    rounds += 1
+                    copied += a_to_b + b_to_a
+                    if a_to_b or b_to_a:
+                        now = datetime.now().strftime("%H:%M:%S")
+                        out.print(
+                            f"{now}  {a_name} -> {b_name}: {a_to_b:,} records, "
+                            f"{b_name} -> {a_name}: {b_to_a:,} records"
+                        )
+                        _flush(out)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+    failed = f", {failures:,} failed" if failures else ""
+    out.print(f"stopped after {rounds:,} rounds{failed}; {copied:,} records copied")
+    return 0
+
+
+async def _copy(source: Store, destination: Store, stop: asyncio.Event) -> int:
+    """Pull chunk by chunk until caught up, or until asked to stop (between chunks: each
+    chunk commits with its checkpoint, so stopping anywhere loses nothing)."""
+    total = 0
+    while not stop.is_set() and (copied := await pull(source, destination)):
+        total += copied
+    return total
+
+
+def _flush(out: Console) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        out.file.flush()
 
 
 # -- migrate -----------------------------------------------------------------------------
@@ -524,11 +843,18 @@ def _sqlite_version(url: str) -> int | None:
 
 def _existing_store(text: str) -> str:
     """The URL of a store that must exist already: inspecting never creates one."""
-    url = _as_url(text)
-    path = _sqlite_path(url)
-    if path is not None:
-        if not path.is_file():
-            raise ConfigurationError(f"no such store file: {path}")
-        if _sqlite_version(url) == 0:
-            raise ConfigurationError(f"{path} is not a sourcery store (schema version 0)")
+    (url,) = _existing_stores(text)
     return url
+
+
+def _existing_stores(*texts: str) -> list[str]:
+    """The URLs of stores that must all exist already; none is touched unless all do."""
+    urls = [_as_url(text) for text in texts]
+    paths = [_sqlite_path(url) for url in urls]
+    for path in paths:
+        if path is not None and not path.is_file():
+            raise ConfigurationError(f"no such store file: {path}")
+    for url, path in zip(urls, paths, strict=True):
+        if path is not None and _sqlite_version(url) == 0:
+            raise ConfigurationError(f"{path} is not a sourcery store (schema version 0)")
+    return urls

@@ -70,16 +70,19 @@ def find_base(
         mask[head.clock] = mask.get(head.clock, 0) | (1 << i)
     common: list[VectorClock] = []
     while heap and any(entry[2] not in stale for entry in heap):
+        if common and -heap[0][0] < common[0].total():
+            break  # what is left covers fewer events than the ancestor found: it cannot win
         _, _, clock = heapq.heappop(heap)
+        if clock not in nodes:  # read a snapshot only once it is reached, not when named
+            nodes[clock] = None if clock == ROOT else (yield ("snapshot", clock))
+            if clock != ROOT and nodes[clock] is None:
+                raise StoreError(f"snapshot {clock!r} is missing: its child arrived first")
         bits = mask[clock]
         is_common = bits == full and clock not in stale
         if is_common:
             common.append(clock)
         for parent in _parents(nodes[clock]):
             if parent not in mask:
-                nodes[parent] = None if parent == ROOT else (yield ("snapshot", parent))
-                if parent != ROOT and nodes[parent] is None:
-                    raise StoreError(f"snapshot {parent!r} is missing: its child arrived first")
                 mask[parent] = 0
                 heapq.heappush(heap, (-parent.total(), parent.to_bytes(), parent))
             mask[parent] |= bits

@@ -139,6 +139,8 @@ class Runtime:
 
         The caller keeps the store (and must have claimed the writer id with
         ``store.register_writer``) unless ``owns_store``; ``Runtime.open`` does both.
+        ``writer`` names the writer in its id (``name.<random>``); the id itself is always
+        new, so that no two events can ever get the same dot.
         """
         if max_actors < 1:
             raise ConfigurationError(f"max_actors must be at least 1, got {max_actors}")
@@ -152,7 +154,13 @@ class Runtime:
         self._cache_failing = False
         self._dirty: dict[ActorRef, _Cell] = {}
         self._cache_task: asyncio.Task[None] | None = None
-        self.writer = secrets.token_hex(8) if writer is None else check_text(writer, "writer id")
+        # Every open is a new writer, even under a name given before: a store wiped or
+        # restored from an old copy has forgotten the name, and reusing it would give the
+        # same dots to different events.
+        suffix = secrets.token_hex(8)
+        self.writer = (
+            suffix if writer is None else check_text(f"{writer}.{suffix}", "writer name")
+        )
         self.max_actors = max_actors
         self._kinds: dict[str, _Kind] = {}
         for spec in actor_types:

@@ -141,6 +141,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LOST = (
     OSError,
+    asyncpg.exceptions.InternalClientError,  # e.g. resetting a connection that was cut
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,
