@@ -780,7 +780,9 @@ def _migrate(args: argparse.Namespace, out: Console, err: Console) -> int:
     url = _as_url(store_url(args.store))
     before = _sqlite_version(url)
     after = _run(_migrated(url))
-    if before is None:
+    if urlsplit(url).scheme != "sqlite":
+        note = "ready"
+    elif before is None:
         note = "created"
     elif before == after:
         note = "up to date"
@@ -793,14 +795,7 @@ def _migrate(args: argparse.Namespace, out: Console, err: Console) -> int:
 async def _migrated(url: str) -> int:
     store = await open_store(url)
     try:
-        version = getattr(store, "schema_version", None)
-        if isinstance(version, int):
-            return version
-        if urlsplit(url).scheme == "sqlite":
-            from .stores.sqlite import SCHEMA_VERSION
-
-            return SCHEMA_VERSION
-        raise StoreError(f"cannot tell the schema version of {redact(url)}")
+        return await store.schema_version()
     finally:
         await store.aclose()
 

@@ -47,6 +47,9 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Write what is queued, then release every connection. Idempotent."""
 
+    async def schema_version(self) -> int:
+        """The version of the schema the store holds (opening it migrated it)."""
+
     async def register_writer(self, writer: str) -> None:
         """Claim ``writer`` for this process; raise StoreError if it was ever claimed."""
 

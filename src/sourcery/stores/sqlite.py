@@ -288,6 +288,15 @@ class SqliteStore:
     def transactions(self) -> int:
         return self._committer.transactions
 
+    async def schema_version(self) -> int:
+        return await self._read(self._schema_version)
+
+    def _schema_version(self) -> int:
+        assert self._rcon is not None
+        with _translated("read"):
+            version: int = self._rcon.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
     # -- writing -------------------------------------------------------------------------
 
     async def register_writer(self, writer: str) -> None:
