@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
 from sourcery import cli
 from sourcery.actor import ActorType
@@ -864,3 +865,11 @@ def test_store_errors_are_one_clean_line(
     assert "secret" not in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down()))
+def test_migrate_a_postgres_store(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"{POSTGRES}?schema={TEST_SCHEMA_PREFIX}cli_migrate"
+    for _ in range(2):  # creating, then finding it up to date, are both fine
+        assert main(["migrate", url]) == 0
+        assert "schema version 1" in capsys.readouterr().out

@@ -8,9 +8,8 @@ factory's name; they ask for a capability (:func:`requires_persistence`) instead
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,31 +35,6 @@ class StoreFactory:
 
 def postgres_url(_tmp: Path) -> str:
     return f"{POSTGRES}?schema={TEST_SCHEMA_PREFIX}{uuid.uuid4().hex[:16]}"
-
-
-async def drop_test_schemas() -> None:
-    import asyncpg
-
-    con = await asyncpg.connect(POSTGRES)
-    try:
-        names = await con.fetch(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", TEST_SCHEMA_PREFIX + "%"
-        )
-        for row in names:
-            await con.execute(f'DROP SCHEMA IF EXISTS "{row[0]}" CASCADE')
-    finally:
-        await con.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _clean_postgres_schemas() -> Iterator[None]:
-    """Test schemas are dropped after the session (and any left by a killed run before)."""
-    available = postgres_down() is None
-    if available:
-        asyncio.run(drop_test_schemas())
-    yield
-    if available:
-        asyncio.run(drop_test_schemas())
 
 
 FACTORIES: tuple[StoreFactory, ...] = (

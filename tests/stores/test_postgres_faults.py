@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import asyncpg
 import pytest
-from services import POSTGRES, postgres_down
+from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
 from sourcery import Runtime, StoreUnavailable
 from sourcery.examples.bank import Account, Deposit, accounts
@@ -32,7 +32,7 @@ async def _terminate(application: str) -> int:
 
 async def test_killed_connections_lose_no_acknowledged_event() -> None:
     application = f"sourcery-fault-{uuid.uuid4().hex[:8]}"
-    schema = f"sourcery_test_{uuid.uuid4().hex[:12]}"
+    schema = f"{TEST_SCHEMA_PREFIX}{uuid.uuid4().hex[:12]}"
     url = f"{POSTGRES}?schema={schema}&application_name={application}&pool_size=4"
     acked: dict[str, int] = defaultdict(int)
     failures: list[BaseException] = []
