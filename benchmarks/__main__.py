@@ -220,7 +220,7 @@ def main() -> int:
             "postgres",
             lambda: asyncio.run(bench_postgres(args.actors, args.postgres_commands)),
         )
-        _run(results, "cache", lambda: asyncio.run(bench_cache(1000)))
+        _run(results, "cache", lambda: asyncio.run(bench_cache(200)))
     results["sqlite_ratio_to_raw"] = (
         results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
     )
