@@ -192,11 +192,8 @@ def test_demo_in_process(
 def showcase(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     """The default demo, as ``make demo`` runs it (with a fixed seed), in a subprocess."""
     cwd = tmp_path_factory.mktemp("showcase")
-    started = time.perf_counter()
     completed = sourcery("demo", "--seed", "1", cwd=cwd)
-    seconds = time.perf_counter() - started
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert seconds < 60, f"the demo took {seconds:.1f} s"
     return Demo(cwd / "sourcery-demo-a.db", completed.stdout)
 
 

@@ -77,7 +77,7 @@ def run_and_kill(tmp_path: Path, db: Path, kill_after: int) -> tuple[set[str], s
     assert proc.stdout is not None
     acked: set[str] = set()
     writer = ""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 300  # a guard against a hung child, not a speed check
     try:
         while len(acked) < kill_after:
             line = proc.stdout.readline()
@@ -93,7 +93,7 @@ def run_and_kill(tmp_path: Path, db: Path, kill_after: int) -> tuple[set[str], s
                 assert words[0] == "ack", line
                 acked.add(words[1])
             if time.monotonic() > deadline:
-                pytest.fail(f"child too slow: {len(acked)} acks in 20 s")
+                pytest.fail(f"child hung: {len(acked)} acks in 300 s")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:

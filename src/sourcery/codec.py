@@ -100,8 +100,15 @@ class Codec(Generic[S, C, E]):
             fields = msgspec.msgpack.decode(data)
             if not isinstance(fields, dict):
                 raise DecodingError(f"event {name!r} v{version} is not a record to upcast")
-            for upcast in self.kind.upcasters[name][version - 1 :]:
-                fields = upcast(fields)
+            for step, upcast in enumerate(self.kind.upcasters[name][version - 1 :], start=version):
+                try:
+                    fields = upcast(fields)
+                except Exception as exc:
+                    raise DecodingError(
+                        f"the upcaster of {name!r} from v{step} failed: {exc!r}"
+                    ) from exc
+                if not isinstance(fields, dict):
+                    raise DecodingError(f"the upcaster of {name!r} from v{step} gave no dict")
             cls = next(c for c, n in self._names.items() if n == name)
             converted: E = msgspec.convert(fields, cls)
             return converted

@@ -20,6 +20,7 @@ __all__ = [
     "parse_sqlite_url",
     "redact",
     "store_url",
+    "unique_params",
 ]
 
 DEFAULT_STORE_URL = "sqlite:///sourcery.db"
@@ -46,6 +47,18 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def unique_params(url: str, query: str) -> list[tuple[str, str]]:
+    """A URL's query parameters; one given twice is an error, not a silent last-one-wins."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ConfigurationError(
+            f"URL parameter(s) {twice} given more than once in {redact(url)!r}"
+        )
+    return pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +91,7 @@ def parse_sqlite_url(url: str) -> SqliteSettings:
             raise ConfigurationError(f"sqlite URL {url!r} names no file")
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     busy = 10_000
-    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+    for key, value in unique_params(url, parts.query):
         if key == "synchronous":
             upper = value.upper()
             if upper == "FULL":

@@ -56,7 +56,6 @@ CACHE_RETRY_SECONDS = 1.0
 CACHE_WRITE_DELAY = 0.02
 """Entries are written behind the commands, at most this often per actor."""
 
-_UNDECODED: Any = object()
 
 S = TypeVar("S")
 
@@ -78,7 +77,6 @@ class _Cell:
     __slots__ = (
         "base",
         "base_clock",
-        "base_state",
         "clock",
         "kind",
         "latest",
@@ -101,7 +99,6 @@ class _Cell:
         self.loaded = False
         self.base: SnapshotRecord | None = None
         self.base_clock = VectorClock()
-        self.base_state: Any = kind.spec.initial
         self.since: list[tuple[EventRecord, Any]] | None = []
         """Events applied since ``base``, in replay order; None until needed after a cache hit."""
         self.since_count = 0
@@ -349,7 +346,9 @@ class Runtime:
             base_state = codec.decode_state(base.state)
         else:
             base = None
-            base_state = spec.initial
+            # A fresh copy: an evolve that changes its input in place must not change the
+            # initial state every other actor starts from.
+            base_state = codec.decode_state(codec.encode_state(spec.initial))
         base_clock = base.clock if base is not None else VectorClock()
         loose = await self.store.loose_events(cell.ref, base_clock)
         clock, applied = advance(base_clock, loose)
@@ -363,7 +362,6 @@ class Runtime:
             latest = max(latest, base.timestamp)
         cell.base = base
         cell.base_clock = base_clock
-        cell.base_state = base_state
         cell.since = list(zip(applied, payloads, strict=True))
         cell.since_count = len(applied)
         self._loaded(cell, state, clock, latest)
@@ -397,7 +395,6 @@ class Runtime:
             return False
         cell.base = base
         cell.base_clock = base_clock
-        cell.base_state = _UNDECODED
         cell.since = None
         cell.since_count = entry.clock.total() - base_clock.total()
         self._loaded(cell, state, entry.clock, entry.latest)
@@ -412,9 +409,6 @@ class Runtime:
             clock = cell.current_clock(self.writer)
             mine = sorted((r for r in loose if r.n <= clock.get(r.writer)), key=replay_order)
             cell.since = [(r, codec.decode_payload(r.type, r.version, r.payload)) for r in mine]
-        if cell.base_state is _UNDECODED:
-            assert cell.base is not None
-            cell.base_state = cell.kind.codec.decode_state(cell.base.state)
         return cell.since
 
     # -- the cache -----------------------------------------------------------------------
@@ -515,6 +509,7 @@ class Runtime:
         except Rejected:
             raise
         except Exception as exc:
+            cell.loaded = False  # in case it changed the state in place before failing
             raise HandlerError(f"decide failed on {ref} for {command!r}: {exc!r}") from exc
         if isinstance(payloads, (str, bytes)) or not isinstance(payloads, Sequence):
             raise HandlerError(
@@ -554,29 +549,20 @@ class Runtime:
                 Event(event_id, ref, timestamp, message_id, writer, n, name, version, payload)
             )
 
+        # Ids only grow and loading moved them past every loaded event, so these events
+        # replay after everything the state holds: applying them now is replay order.
         due = cell.since_count + len(records) >= spec.snapshot_every
-        since = cell.since if cell.since is not None or not due else await self._since(cell)
-        if since is None:
-            in_order = True
-        else:
-            in_order = (
-                not since or not records or (replay_order(records[0]) > replay_order(since[-1][0]))
-            )
-            if not in_order:
-                since = await self._since(cell)
+        since = await self._since(cell) if due else cell.since
         new_since = (
             None
             if since is None
             else since + [(r, e.payload) for r, e in zip(records, events, strict=True)]
         )
         try:
-            if in_order:
-                state = fold(spec.evolve, cell.state, (e.payload for e in events))
-            else:
-                assert new_since is not None
-                new_since.sort(key=lambda item: replay_order(item[0]))
-                state = fold(spec.evolve, cell.base_state, (p for _, p in new_since))
+            state = fold(spec.evolve, cell.state, (e.payload for e in events))
         except Exception as exc:
+            # evolve may have changed the state in place before failing: reload it.
+            cell.loaded = False
             raise HandlerError(f"evolve failed on {ref}: {exc!r}") from exc
         batch = CommitBatch(events=records)
         if given:
@@ -615,7 +601,6 @@ class Runtime:
         if snapshot is not None:
             cell.base = snapshot
             cell.base_clock = snapshot.clock
-            cell.base_state = state
             cell.clock = snapshot.clock
             cell.since = []
             cell.since_count = 0

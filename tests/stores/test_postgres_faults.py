@@ -38,6 +38,7 @@ async def test_killed_connections_lose_no_acknowledged_event() -> None:
     failures: list[BaseException] = []
     rng = random.Random(7)
     killed = 0
+    done: list[int] = []
 
     async with Runtime.open(url, [accounts]) as rt:
 
@@ -50,12 +51,16 @@ async def test_killed_connections_lose_no_acknowledged_event() -> None:
                 except StoreUnavailable as exc:
                     failures.append(exc)
                     continue
+                finally:
+                    done.append(1)
                 acked[ref.id] += amount
 
         async def saboteur() -> None:
+            # Cut the connections at fixed points of the run, not after a wall-clock delay.
             nonlocal killed
-            for _ in range(4):
-                await asyncio.sleep(0.05)
+            for mark in (100, 500, 900, 1300):
+                while sum(done) < mark:
+                    await asyncio.sleep(0)
                 killed += await _terminate(application)
 
         await asyncio.gather(*(client(i) for i in range(40)), saboteur())

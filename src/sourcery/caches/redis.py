@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from ..config import redact
+from ..config import redact, unique_params
 from ..errors import ClosedError, ConfigurationError, DecodingError, StoreUnavailable
 from ..records import ActorRef
 from .base import CacheEntry
@@ -82,7 +82,7 @@ def parse_redis_url(url: str) -> RedisSettings:
 
     prefix, ttl, timeout = DEFAULT_PREFIX, DEFAULT_TTL, DEFAULT_TIMEOUT
     seen: set[str] = set()
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in unique_params(url, parts.query):
         if key in seen:
             raise ConfigurationError(f"redis URL parameter {key!r} given twice in {shown!r}")
         seen.add(key)

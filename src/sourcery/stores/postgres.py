@@ -22,13 +22,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 
 from ..clock import VectorClock
-from ..config import redact
+from ..config import redact, unique_params
 from ..errors import (
     ClosedError,
     ConfigurationError,
@@ -186,7 +186,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
         raise ConfigurationError(f"not a postgresql URL: {redact(url)!r}")
     schema, pool_size, retries = "public", 10, 5
     passed: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in unique_params(url, parts.query):
         if key == "schema":
             if not _IDENTIFIER.match(value):
                 raise ConfigurationError(f"schema must be a lowercase identifier, got {value!r}")

@@ -141,7 +141,11 @@ _event_row = msgspec.structs.astuple  # the columns are the struct's fields, in 
 
 
 def _event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(*row)
+    """A stored row as a record, its column types checked: a damaged row is a DecodingError."""
+    try:
+        return msgspec.convert(row, EventRecord)
+    except msgspec.ValidationError as exc:
+        raise DecodingError(f"a damaged event row: {exc}") from exc
 
 
 def _encode_parents(parents: Sequence[VectorClock]) -> bytes:
@@ -164,13 +168,20 @@ def _snapshot(
     )
 
 
+_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "full")
+"""Operational errors worth retrying later; the others (a missing table, say) are not."""
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     """Turn driver errors into the library's own, keeping the cause."""
     try:
         yield
     except sqlite3.OperationalError as exc:
-        raise StoreUnavailable(f"sqlite {what} failed: {exc}") from exc
+        text = str(exc).lower()
+        if any(word in text for word in _TRANSIENT):
+            raise StoreUnavailable(f"sqlite {what} failed: {exc}") from exc
+        raise StoreError(f"sqlite {what} failed: {exc}") from exc
     except sqlite3.Error as exc:
         raise StoreError(f"sqlite {what} failed: {exc}") from exc
 
@@ -238,6 +249,12 @@ class SqliteStore:
                     raise SchemaVersionError(
                         f"{self.settings.path} has schema version {version}; "
                         f"this code knows up to {SCHEMA_VERSION}"
+                    )
+                if version == 0 and con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    con.close()
+                    raise StoreError(
+                        f"{self.settings.path} holds tables but is not a sourcery store;"
+                        " refusing to add ours to it"
                     )
                 con.execute("PRAGMA journal_mode = WAL")
             con.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
@@ -671,9 +688,7 @@ class SqliteStore:
         for seq, kind, ident, clock, parents, state, ts, pack in snapshot_rows:
             actor = ActorRef(kind, ident)
             snapshot = _snapshot(actor, clock, parents, state, ts)
-            copied.append(
-                (snapshot, PackRecord(actor, snapshot.clock, tuple(decode_events(pack))))
-            )
+            copied.append((snapshot, PackRecord(actor, snapshot.clock, tuple(decode_events(pack)))))
             snapshots = Cursor(seq, _snapshot_check(kind, ident, clock))
         return Chunk(copied_events, tuple(copied), events, snapshots, restarted)
 
