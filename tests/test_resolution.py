@@ -28,7 +28,7 @@ from sourcery.examples import bank
 from sourcery.history import fold, replay_order
 from sourcery.records import Cursor, EventRecord, PackRecord, SnapshotRecord
 from sourcery.replication import catch_up, pull, sync
-from sourcery.resolution import ROOT, collect_events, find_base, plan_merge, resolve
+from sourcery.resolution import ROOT, collect_events, find_base, merge_writer, plan_merge, resolve
 
 MEMORY = "sqlite://:memory:"
 
@@ -295,7 +295,7 @@ def test_criss_cross_base_is_deterministic(tie: bool) -> None:
     everything = g.covered[h1.clock] | g.covered[h2.clock]
     assert sorted(merged.tokens) == sorted(token(e) for e in everything.values())
     assert len(set(merged.tokens)) == len(merged.tokens)
-    assert plan.snapshot.clock == h1.clock | h2.clock
+    assert plan.snapshot.clock == merged_clock([h1, h2])
 
 
 def test_the_walk_is_bounded_by_the_divergence() -> None:
@@ -510,7 +510,7 @@ async def test_merged_state_is_the_fold_of_ancestor_and_branches(
     assert len(set(state.tokens)) == len(state.tokens)
     assert a.rt.resolutions.resolved == 1
     assert head.parents == tuple(sorted((h.clock for h in heads), key=VectorClock.to_bytes))
-    assert head.clock == heads[0].clock | heads[1].clock
+    assert head.clock == merged_clock(heads)
 
 
 async def test_resolution_is_the_same_on_every_replica_and_record_order(
@@ -636,7 +636,8 @@ async def test_resolving_reads_only_the_divergence(replicas: MakeReplica) -> Non
     assert snapshots + packs <= 12, (snapshots, packs)
     assert events == 6  # the loose events, nothing else
     (head,) = await a.store.heads(ACTOR)
-    assert head.clock == VectorClock({a.rt.writer: 2_020, b.rt.writer: 20})
+    assert head.clock.total() == 2_020 + 20 + 1  # both branches, and the merge's own entry
+    assert head.clock.get(a.rt.writer) == 2_020 and head.clock.get(b.rt.writer) == 20
 
 
 @pytest.mark.parametrize("stores", [1, 2], ids=["one-store", "two-synced-stores"])
@@ -805,3 +806,9 @@ async def test_a_replica_restored_from_an_old_copy_never_reuses_a_dot(tmp_path: 
         assert lost <= {e.id for e in sqlite_events(path)}
     finally:
         await b.aclose()
+
+
+def merged_clock(heads: Sequence[SnapshotRecord]) -> VectorClock:
+    """A merge covers every head, plus its own entry (one, when it compensates nothing)."""
+    writer, _ = merge_writer(heads)
+    return VectorClock.merge_all(h.clock for h in heads).with_entry(writer, 1)

@@ -220,7 +220,11 @@ def plan_merge(
                         codec.encode_payload(payload),
                     )
                 )
-            clock = clock.with_entry(writer, len(extra))
+    # The merge's own entry: merges of different sets of heads can cover the same events
+    # (one head a descendant of another's sibling), and must still never share a key. It
+    # names the compensating events, or no event at all when there are none.
+    merger, _ = merge_writer(heads)
+    clock = clock.with_entry(merger, max(1, len(compensations)))
     snapshot = SnapshotRecord(
         actor=actor,
         clock=clock,
