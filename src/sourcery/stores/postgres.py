@@ -32,7 +32,6 @@ from ..config import redact, unique_params
 from ..errors import (
     ClosedError,
     ConfigurationError,
-    DecodingError,
     SchemaVersionError,
     StoreError,
     StoreUnavailable,
@@ -52,6 +51,15 @@ from ..records import (
     encode_events,
 )
 from .base import StoreStats
+from .rows import (
+    EVENT_COLUMNS,
+    decode_dots,
+    encode_dots,
+    encode_parents,
+    event_from_row,
+    snapshot_check,
+    snapshot_from_row,
+)
 
 if TYPE_CHECKING:
     Connection = asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]
@@ -149,9 +157,6 @@ _LOST = (
     asyncpg.exceptions.CannotConnectNowError,
 )
 
-_parents_encoder = msgspec.msgpack.Encoder()
-_parents_decoder = msgspec.msgpack.Decoder(list[bytes])
-_dots_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
 
 _EVENT_COLUMNS = (
     "actor_type, actor_id, writer, n, id, timestamp, initiated_by, type, version, payload"
@@ -210,43 +215,17 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     return PostgresSettings(dsn=dsn, schema=schema, pool_size=pool_size, retries=retries)
 
 
-def _snapshot(
-    actor: ActorRef, clock: bytes, parents: bytes, state: bytes, ts: int
-) -> SnapshotRecord:
-    try:
-        parent_clocks = tuple(VectorClock.from_bytes(p) for p in _parents_decoder.decode(parents))
-    except msgspec.DecodeError as exc:
-        raise DecodingError(f"malformed parents of a snapshot of {actor}") from exc
-    return SnapshotRecord(
-        actor=actor,
-        clock=VectorClock.from_bytes(clock),
-        parents=parent_clocks,
-        state=state,
-        timestamp=ts,
-    )
-
-
 def _event(row: Any) -> EventRecord:
-    return EventRecord(
-        row["actor_type"],
-        row["actor_id"],
-        row["writer"],
-        row["n"],
-        bytes(row["id"]),
-        row["timestamp"],
-        row["initiated_by"],
-        row["type"],
-        row["version"],
-        bytes(row["payload"]),
+    return event_from_row(
+        [bytes(v) if isinstance(v, memoryview) else v for v in (row[c] for c in _COLUMN_NAMES)]
     )
+
+
+_COLUMN_NAMES = tuple(c.strip() for c in EVENT_COLUMNS.split(","))
 
 
 def _position(tx: int, seq: int) -> int:
     return (tx << 64) | seq
-
-
-def _snapshot_check(kind: str, ident: str, clock: bytes) -> bytes:
-    return b"\x00".join((kind.encode(), ident.encode(), clock))
 
 
 class PostgresStore:
@@ -387,7 +366,7 @@ class PostgresStore:
                 [m.actor.id for m in messages],
                 [m.actor.type for m in messages],
                 [m.message_id for m in messages],
-                [_parents_encoder.encode(m.dots) for m in messages],
+                [encode_dots(m.dots) for m in messages],
             )
         for b in batches:
             for snapshot, pack in b.snapshots:
@@ -454,7 +433,7 @@ class PostgresStore:
             actor.type,
             key,
             snapshot.clock.total(),
-            _parents_encoder.encode(sorted(p.to_bytes() for p in snapshot.parents)),
+            encode_parents(snapshot.parents),
             snapshot.state,
             snapshot.timestamp,
         )
@@ -506,7 +485,7 @@ class PostgresStore:
                 actor.type,
             )
         self.stats.snapshots_read += len(rows)
-        return [_snapshot(actor, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3]) for r in rows]
+        return [snapshot_from_row(actor, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3]) for r in rows]
 
     async def frontier(self, actor: ActorRef) -> VectorClock:
         async with self._connection() as con:
@@ -571,7 +550,7 @@ class PostgresStore:
         if row is None:
             return None
         self.stats.snapshots_read += 1
-        return _snapshot(actor, bytes(row[0]), bytes(row[1]), bytes(row[2]), row[3])
+        return snapshot_from_row(actor, bytes(row[0]), bytes(row[1]), bytes(row[2]), row[3])
 
     async def pack(self, actor: ActorRef, clock: VectorClock) -> PackRecord | None:
         async with self._connection() as con:
@@ -594,7 +573,7 @@ class PostgresStore:
                 actor.id,
                 actor.type,
             )
-        return [_snapshot(actor, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3]) for r in rows]
+        return [snapshot_from_row(actor, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3]) for r in rows]
 
     async def message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
         async with self._connection() as con:
@@ -607,10 +586,7 @@ class PostgresStore:
             )
         if data is None:
             return None
-        try:
-            dots = tuple(_dots_decoder.decode(bytes(data)))
-        except msgspec.DecodeError as exc:
-            raise DecodingError(f"malformed message record {message_id!r} of {actor}") from exc
+        dots = decode_dots(bytes(data), f"message record {message_id!r} of {actor}")
         return MessageRecord(actor=actor, message_id=message_id, dots=dots)
 
     async def actors(self, limit: int = 100) -> list[ActorRef]:
@@ -660,7 +636,7 @@ class PostgresStore:
                     str(snapshots.seq >> 64),
                     snapshots.seq & (2**64 - 1),
                 )
-                if row is None or _snapshot_check(row[0], row[1], bytes(row[2])) != snapshots.check:
+                if row is None or snapshot_check(row[0], row[1], bytes(row[2])) != snapshots.check:
                     snapshots, restarted = Cursor(), True
             event_rows = await con.fetch(
                 f"SELECT tx::text AS tx, seq, {_EVENT_COLUMNS} FROM events"
@@ -688,14 +664,14 @@ class PostgresStore:
         for r in snapshot_rows:
             actor = ActorRef(r["actor_type"], r["actor_id"])
             clock = bytes(r["clock"])
-            snapshot = _snapshot(
+            snapshot = snapshot_from_row(
                 actor, clock, bytes(r["parents"]), bytes(r["state"]), r["timestamp"]
             )
             pack = PackRecord(actor, snapshot.clock, tuple(decode_events(bytes(r["events"]))))
             copied.append((snapshot, pack))
             snapshots = Cursor(
                 _position(int(r["tx"]), r["seq"]),
-                _snapshot_check(r["actor_type"], r["actor_id"], clock),
+                snapshot_check(r["actor_type"], r["actor_id"], clock),
             )
         self.stats.events_read += len(copied_events)
         self.stats.snapshots_read += len(copied)

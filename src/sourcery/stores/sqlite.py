@@ -21,7 +21,6 @@ from ..clock import VectorClock
 from ..config import SqliteSettings, parse_sqlite_url
 from ..errors import (
     ClosedError,
-    DecodingError,
     SchemaVersionError,
     StoreError,
     StoreUnavailable,
@@ -41,6 +40,15 @@ from ..records import (
     encode_events,
 )
 from .base import StoreStats
+from .rows import (
+    EVENT_COLUMNS,
+    decode_dots,
+    encode_dots,
+    encode_parents,
+    event_from_row,
+    snapshot_check,
+    snapshot_from_row,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -126,46 +134,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _KNOWN_WRITERS_LIMIT = 200_000
 
-_EVENT_COLUMNS = (
-    "actor_type, actor_id, writer, n, id, timestamp, initiated_by, type, version, payload"
-)
+_EVENT_COLUMNS = EVENT_COLUMNS
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 _SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events"
 
-_parents_encoder = msgspec.msgpack.Encoder()
-_parents_decoder = msgspec.msgpack.Decoder(list[bytes])
-_dots_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
-
 
 _event_row = msgspec.structs.astuple  # the columns are the struct's fields, in order
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    """A stored row as a record, its column types checked: a damaged row is a DecodingError."""
-    try:
-        return msgspec.convert(row, EventRecord)
-    except msgspec.ValidationError as exc:
-        raise DecodingError(f"a damaged event row: {exc}") from exc
-
-
-def _encode_parents(parents: Sequence[VectorClock]) -> bytes:
-    return _parents_encoder.encode(sorted(p.to_bytes() for p in parents))
-
-
-def _snapshot(
-    actor: ActorRef, clock: bytes, parents: bytes, state: bytes, ts: int
-) -> SnapshotRecord:
-    try:
-        parent_clocks = tuple(VectorClock.from_bytes(p) for p in _parents_decoder.decode(parents))
-    except msgspec.DecodeError as exc:
-        raise DecodingError(f"malformed parents of a snapshot of {actor}") from exc
-    return SnapshotRecord(
-        actor=actor,
-        clock=VectorClock.from_bytes(clock),
-        parents=parent_clocks,
-        state=state,
-        timestamp=ts,
-    )
+_event = event_from_row
 
 
 _TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "full")
@@ -355,7 +330,7 @@ class SqliteStore:
                                 m.actor.id,
                                 m.actor.type,
                                 m.message_id,
-                                _parents_encoder.encode(m.dots),
+                                encode_dots(m.dots),
                             )
                             for m in messages
                         ],
@@ -437,7 +412,7 @@ class SqliteStore:
                 actor.type,
                 key,
                 snapshot.clock.total(),
-                _encode_parents(snapshot.parents),
+                encode_parents(snapshot.parents),
                 snapshot.state,
                 snapshot.timestamp,
             ),
@@ -485,7 +460,7 @@ class SqliteStore:
                 " WHERE h.actor_id = ? AND h.actor_type = ?",
                 (actor.id, actor.type),
             ).fetchall()
-        return [_snapshot(actor, *row) for row in rows]
+        return [snapshot_from_row(actor, *row) for row in rows]
 
     async def frontier(self, actor: ActorRef) -> VectorClock:
         return await self._read(self._frontier, actor)
@@ -553,7 +528,7 @@ class SqliteStore:
                 " WHERE actor_id=? AND actor_type=? AND clock=?",
                 (actor.id, actor.type, clock.to_bytes()),
             ).fetchone()
-        return None if row is None else _snapshot(actor, *row)
+        return None if row is None else snapshot_from_row(actor, *row)
 
     async def pack(self, actor: ActorRef, clock: VectorClock) -> PackRecord | None:
         found = await self._read(self._pack, actor, clock)
@@ -583,7 +558,7 @@ class SqliteStore:
                 " WHERE actor_id=? AND actor_type=? ORDER BY total, seq",
                 (actor.id, actor.type),
             ).fetchall()
-        return [_snapshot(actor, *row) for row in rows]
+        return [snapshot_from_row(actor, *row) for row in rows]
 
     async def message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
         return await self._read(self._message, actor, message_id)
@@ -597,10 +572,7 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             return None
-        try:
-            dots = tuple(_dots_decoder.decode(row[0]))
-        except msgspec.DecodeError as exc:
-            raise DecodingError(f"malformed message record {message_id!r} of {actor}") from exc
+        dots = decode_dots(row[0], f"message record {message_id!r} of {actor}")
         return MessageRecord(actor=actor, message_id=message_id, dots=dots)
 
     async def actors(self, limit: int = 100) -> list[ActorRef]:
@@ -668,7 +640,7 @@ class SqliteStore:
                     "SELECT actor_type, actor_id, clock FROM snapshots WHERE seq = ?",
                     (snapshots.seq,),
                 ).fetchone()
-                if row is None or _snapshot_check(*row) != snapshots.check:
+                if row is None or snapshot_check(*row) != snapshots.check:
                     snapshots, restarted = Cursor(), True
             event_rows = con.execute(
                 f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -687,11 +659,7 @@ class SqliteStore:
         copied: list[tuple[SnapshotRecord, PackRecord]] = []
         for seq, kind, ident, clock, parents, state, ts, pack in snapshot_rows:
             actor = ActorRef(kind, ident)
-            snapshot = _snapshot(actor, clock, parents, state, ts)
+            snapshot = snapshot_from_row(actor, clock, parents, state, ts)
             copied.append((snapshot, PackRecord(actor, snapshot.clock, tuple(decode_events(pack)))))
-            snapshots = Cursor(seq, _snapshot_check(kind, ident, clock))
+            snapshots = Cursor(seq, snapshot_check(kind, ident, clock))
         return Chunk(copied_events, tuple(copied), events, snapshots, restarted)
-
-
-def _snapshot_check(kind: str, ident: str, clock: bytes) -> bytes:
-    return b"\x00".join((kind.encode(), ident.encode(), clock))

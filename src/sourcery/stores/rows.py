@@ -1,0 +1,79 @@
+"""How records become column values and back, the same for every SQL backend.
+
+Values read back are checked on the way in: a damaged row is a DecodingError, never a
+wrong record or a builtin error from deep inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ..clock import VectorClock
+from ..errors import DecodingError
+from ..records import ActorRef, EventRecord, SnapshotRecord
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "decode_dots",
+    "encode_dots",
+    "encode_parents",
+    "event_from_row",
+    "snapshot_check",
+    "snapshot_from_row",
+]
+
+EVENT_COLUMNS = (
+    "actor_type, actor_id, writer, n, id, timestamp, initiated_by, type, version, payload"
+)
+"""The events table's record columns, in the order of EventRecord's fields."""
+
+_encoder = msgspec.msgpack.Encoder()
+_parents_decoder = msgspec.msgpack.Decoder(list[bytes])
+_dots_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
+
+
+def event_from_row(values: Sequence[Any]) -> EventRecord:
+    """The record of the EVENT_COLUMNS values of one row, their types checked."""
+    try:
+        return msgspec.convert(tuple(values), EventRecord)
+    except msgspec.ValidationError as exc:
+        raise DecodingError(f"a damaged event row: {exc}") from exc
+
+
+def encode_parents(parents: Sequence[VectorClock]) -> bytes:
+    return _encoder.encode(sorted(p.to_bytes() for p in parents))
+
+
+def snapshot_from_row(
+    actor: ActorRef, clock: bytes, parents: bytes, state: bytes, timestamp: int
+) -> SnapshotRecord:
+    try:
+        parent_clocks = tuple(VectorClock.from_bytes(p) for p in _parents_decoder.decode(parents))
+    except msgspec.DecodeError as exc:
+        raise DecodingError(f"malformed parents of a snapshot of {actor}") from exc
+    return SnapshotRecord(
+        actor=actor,
+        clock=VectorClock.from_bytes(clock),
+        parents=parent_clocks,
+        state=state,
+        timestamp=timestamp,
+    )
+
+
+def encode_dots(dots: Sequence[tuple[str, int]]) -> bytes:
+    return _encoder.encode(list(dots))
+
+
+def decode_dots(data: bytes, what: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple(_dots_decoder.decode(data))
+    except msgspec.DecodeError as exc:
+        raise DecodingError(f"malformed {what}") from exc
+
+
+def snapshot_check(kind: str, ident: str, clock: bytes) -> bytes:
+    """What a replication cursor remembers of the snapshot it stopped at."""
+    return b"\x00".join((kind.encode(), ident.encode(), clock))
