@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
-import pytest
 from hypothesis import event as note_event
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -414,11 +413,6 @@ TestDivergence = DivergenceMachine.TestCase
 TestDivergence.settings = settings(max_examples=100, stateful_step_count=80, deadline=None)
 
 
-@pytest.mark.xfail(
-    reason="message records are not replicated: a message processed at one replica and "
-    "redelivered to another after a sync is processed again, so its events apply twice",
-    strict=True,
-)
 async def test_redelivery_to_another_replica_after_sync_is_not_applied_twice() -> None:
     kind = log_kind(3)
     ref = kind("k")

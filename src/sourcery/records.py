@@ -15,6 +15,7 @@ from .clock import VectorClock
 from .errors import DecodingError, InvalidActorRef
 
 __all__ = [
+    "BEGINNING",
     "MAX_ID_BYTES",
     "ActorRef",
     "Checkpoint",
@@ -164,6 +165,10 @@ class Cursor:
     check: bytes = b""
 
 
+BEGINNING = Cursor()
+"""The position before a store's first record."""
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """How far a destination has copied a source's events and snapshots."""
@@ -171,6 +176,7 @@ class Checkpoint:
     source: str
     events: Cursor = Cursor()
     snapshots: Cursor = Cursor()
+    messages: Cursor = Cursor()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +189,9 @@ class Chunk:
     snapshots_to: Cursor
     restarted: bool = False
     """The checkpoint no longer matched the source, so this chunk starts from the beginning."""
+    messages: tuple[MessageRecord, ...] = ()
+    """Processed messages, so that a message re-sent to another replica is known there too."""
+    messages_to: Cursor = Cursor()
 
 
 @dataclass(slots=True)

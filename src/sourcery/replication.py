@@ -40,18 +40,27 @@ async def pull(
     if source_id == await destination.identity():
         raise ConfigurationError("a store cannot replicate from itself")
     checkpoint = await destination.checkpoint(source_id)
-    chunk = await source.read_since(checkpoint.events, checkpoint.snapshots, limit)
+    chunk = await source.read_since(
+        checkpoint.events, checkpoint.snapshots, limit, checkpoint.messages
+    )
     if chunk.restarted:
         log.warning("source %s no longer matches its checkpoint; copying it again", source_id)
-    copied = len(chunk.events) + 2 * len(chunk.snapshots)
-    moved = chunk.events_to != checkpoint.events or chunk.snapshots_to != checkpoint.snapshots
+    copied = len(chunk.events) + 2 * len(chunk.snapshots) + len(chunk.messages)
+    moved = (
+        chunk.events_to != checkpoint.events
+        or chunk.snapshots_to != checkpoint.snapshots
+        or chunk.messages_to != checkpoint.messages
+    )
     if not copied and not moved:
         return 0
     await destination.commit(
         CommitBatch(
             events=list(chunk.events),
             snapshots=list(chunk.snapshots),
-            checkpoint=Checkpoint(source_id, chunk.events_to, chunk.snapshots_to),
+            messages=list(chunk.messages),
+            checkpoint=Checkpoint(
+                source_id, chunk.events_to, chunk.snapshots_to, chunk.messages_to
+            ),
         )
     )
     if touched is not None and copied:

@@ -704,3 +704,30 @@ async def test_records_survive_a_reopen(store: Store, reopen: Reopen) -> None:
     merged = snapshot(A, clock(w1=2, w2=1), [clock(w1=2), clock(w1=1, w2=1)])
     await again.commit(CommitBatch(snapshots=[merged]))
     assert head_clocks(await again.heads(A)) == {clock(w1=2, w2=1)}
+
+
+# -- replication streams ------------------------------------------------------------------------
+
+
+async def test_read_since_streams_every_record_once_in_write_order(store: Store) -> None:
+    from sourcery.records import BEGINNING, MessageRecord
+
+    first = CommitBatch(
+        events=[event(A, "w1", 1)],
+        messages=[MessageRecord(actor=A, message_id="m-1", dots=(("w1", 1),))],
+    )
+    second = CommitBatch(
+        events=[event(B, "w1", 1)],
+        messages=[MessageRecord(actor=B, message_id="m-2", dots=())],
+    )
+    await store.commit(first)
+    await store.commit(second)
+    chunk = await store.read_since(BEGINNING, BEGINNING, 1, BEGINNING)
+    assert [e.actor for e in chunk.events] == [A]
+    assert [m.message_id for m in chunk.messages] == ["m-1"]
+    assert chunk.messages[0].dots == (("w1", 1),)
+    rest = await store.read_since(chunk.events_to, chunk.snapshots_to, 10, chunk.messages_to)
+    assert [e.actor for e in rest.events] == [B]
+    assert [(m.actor, m.message_id) for m in rest.messages] == [(B, "m-2")]
+    done = await store.read_since(rest.events_to, rest.snapshots_to, 10, rest.messages_to)
+    assert (done.events, done.snapshots, done.messages, done.restarted) == ((), (), (), False)

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from ..clock import VectorClock
 from ..records import (
+    BEGINNING,
     ActorRef,
     Checkpoint,
     Chunk,
@@ -93,10 +94,12 @@ class Store(Protocol):
     async def identity(self) -> str:
         """A random id made when the store was created; a wiped store gets a new one."""
 
-    async def read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
-        """Up to ``limit`` events and ``limit`` snapshots (with packs) written after the
-        cursors, in the order this store wrote them. A cursor that no longer matches this
-        store (restored from an older copy) restarts its stream from the beginning."""
+    async def read_since(
+        self, events: Cursor, snapshots: Cursor, limit: int, messages: Cursor = BEGINNING
+    ) -> Chunk:
+        """Up to ``limit`` events, snapshots (with packs) and message records written after
+        the cursors, in the order this store wrote them. A cursor that no longer matches
+        this store (restored from an older copy) restarts its stream from the beginning."""
 
     async def checkpoint(self, source: str) -> Checkpoint:
         """How far this store has copied from ``source``; committed with the records."""

@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..groupcommit import GroupCommitter
 from ..records import (
+    BEGINNING,
     ActorRef,
     Checkpoint,
     Chunk,
@@ -57,6 +58,7 @@ from .rows import (
     encode_dots,
     encode_parents,
     event_from_row,
+    message_check,
     snapshot_check,
     snapshot_from_row,
 )
@@ -123,8 +125,11 @@ MIGRATIONS: tuple[str, ...] = (
         actor_type text NOT NULL,
         message_id text NOT NULL,
         dots bytea NOT NULL,
+        tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        seq bigserial NOT NULL,
         PRIMARY KEY (actor_id, actor_type, message_id)
     );
+    CREATE INDEX messages_position ON messages (tx, seq);
     CREATE TABLE writers (
         writer text PRIMARY KEY,
         started bigint NOT NULL
@@ -140,7 +145,9 @@ MIGRATIONS: tuple[str, ...] = (
         events_seq bytea NOT NULL,
         events_check bytea NOT NULL,
         snapshots_seq bytea NOT NULL,
-        snapshots_check bytea NOT NULL
+        snapshots_check bytea NOT NULL,
+        messages_seq bytea NOT NULL,
+        messages_check bytea NOT NULL
     );
     """,
 )
@@ -374,16 +381,20 @@ class PostgresStore:
             if b.checkpoint is not None:
                 cp = b.checkpoint
                 await con.execute(
-                    "INSERT INTO checkpoints VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source)"
-                    " DO UPDATE SET events_seq = excluded.events_seq,"
+                    "INSERT INTO checkpoints VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    " ON CONFLICT (source) DO UPDATE SET events_seq = excluded.events_seq,"
                     " events_check = excluded.events_check,"
                     " snapshots_seq = excluded.snapshots_seq,"
-                    " snapshots_check = excluded.snapshots_check",
+                    " snapshots_check = excluded.snapshots_check,"
+                    " messages_seq = excluded.messages_seq,"
+                    " messages_check = excluded.messages_check",
                     cp.source,
                     cp.events.seq.to_bytes(16, "big"),
                     cp.events.check,
                     cp.snapshots.seq.to_bytes(16, "big"),
                     cp.snapshots.check,
+                    cp.messages.seq.to_bytes(16, "big"),
+                    cp.messages.check,
                 )
 
     async def _write_events(self, con: Connection, events: list[EventRecord]) -> None:
@@ -615,12 +626,32 @@ class PostgresStore:
             source,
             Cursor(int.from_bytes(row["events_seq"], "big"), bytes(row["events_check"])),
             Cursor(int.from_bytes(row["snapshots_seq"], "big"), bytes(row["snapshots_check"])),
+            Cursor(int.from_bytes(row["messages_seq"], "big"), bytes(row["messages_check"])),
         )
 
-    async def read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
+    async def read_since(
+        self, events: Cursor, snapshots: Cursor, limit: int, messages: Cursor = BEGINNING
+    ) -> Chunk:
         restarted = False
         async with self._connection() as con, con.transaction(isolation="repeatable_read"):
             horizon = "pg_snapshot_xmin(pg_current_snapshot())"
+            if messages.seq:
+                row = await con.fetchrow(
+                    "SELECT actor_type, actor_id, message_id FROM messages"
+                    " WHERE tx = $1::text::xid8 AND seq = $2",
+                    str(messages.seq >> 64),
+                    messages.seq & (2**64 - 1),
+                )
+                if row is None or message_check(row[0], row[1], row[2]) != messages.check:
+                    messages, restarted = Cursor(), True
+            message_rows = await con.fetch(
+                "SELECT tx::text AS tx, seq, actor_type, actor_id, message_id, dots FROM messages"
+                f" WHERE (tx, seq) > ($1::text::xid8, $2) AND tx < {horizon}"
+                " ORDER BY tx, seq LIMIT $3",
+                str(messages.seq >> 64),
+                messages.seq & (2**64 - 1),
+                limit,
+            )
             if events.seq:
                 check = await con.fetchval(
                     "SELECT id FROM events WHERE tx = $1::text::xid8 AND seq = $2",
@@ -676,4 +707,26 @@ class PostgresStore:
         self.stats.events_read += len(copied_events)
         self.stats.snapshots_read += len(copied)
         self.stats.packs_read += len(copied)
-        return Chunk(copied_events, tuple(copied), events, snapshots, restarted)
+        copied_messages = tuple(
+            MessageRecord(
+                ActorRef(r["actor_type"], r["actor_id"]),
+                r["message_id"],
+                decode_dots(bytes(r["dots"]), "message record"),
+            )
+            for r in message_rows
+        )
+        if message_rows:
+            last = message_rows[-1]
+            messages = Cursor(
+                _position(int(last["tx"]), last["seq"]),
+                message_check(last["actor_type"], last["actor_id"], last["message_id"]),
+            )
+        return Chunk(
+            copied_events,
+            tuple(copied),
+            events,
+            snapshots,
+            restarted,
+            copied_messages,
+            messages,
+        )

@@ -21,6 +21,7 @@ __all__ = [
     "encode_dots",
     "encode_parents",
     "event_from_row",
+    "message_check",
     "snapshot_check",
     "snapshot_from_row",
 ]
@@ -77,3 +78,8 @@ def decode_dots(data: bytes, what: str) -> tuple[tuple[str, int], ...]:
 def snapshot_check(kind: str, ident: str, clock: bytes) -> bytes:
     """What a replication cursor remembers of the snapshot it stopped at."""
     return b"\x00".join((kind.encode(), ident.encode(), clock))
+
+
+def message_check(kind: str, ident: str, message_id: str) -> bytes:
+    """What a replication cursor remembers of the message record it stopped at."""
+    return b"\x00".join((kind.encode(), ident.encode(), message_id.encode()))

@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..groupcommit import GroupCommitter
 from ..records import (
+    BEGINNING,
     ActorRef,
     Checkpoint,
     Chunk,
@@ -46,6 +47,7 @@ from .rows import (
     encode_dots,
     encode_parents,
     event_from_row,
+    message_check,
     snapshot_check,
     snapshot_from_row,
 )
@@ -103,12 +105,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (actor_id, actor_type, writer)
     ) WITHOUT ROWID;
     CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,
         actor_id TEXT NOT NULL,
         actor_type TEXT NOT NULL,
         message_id TEXT NOT NULL,
         dots BLOB NOT NULL,
-        PRIMARY KEY (actor_id, actor_type, message_id)
-    ) WITHOUT ROWID;
+        UNIQUE (actor_id, actor_type, message_id)
+    );
     CREATE TABLE writers (
         writer TEXT PRIMARY KEY,
         started INTEGER NOT NULL
@@ -126,7 +129,9 @@ MIGRATIONS: tuple[str, ...] = (
         events_seq BLOB NOT NULL,
         events_check BLOB NOT NULL,
         snapshots_seq BLOB NOT NULL,
-        snapshots_check BLOB NOT NULL
+        snapshots_check BLOB NOT NULL,
+        messages_seq BLOB NOT NULL,
+        messages_check BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
 )
@@ -372,17 +377,17 @@ class SqliteStore:
 
     def _write_checkpoint(self, con: sqlite3.Connection, cp: Checkpoint) -> None:
         con.execute(
-            "INSERT INTO checkpoints"
-            " (source, events_seq, events_check, snapshots_seq, snapshots_check)"
-            " VALUES (?,?,?,?,?) ON CONFLICT (source) DO UPDATE SET"
-            " events_seq = excluded.events_seq, events_check = excluded.events_check,"
-            " snapshots_seq = excluded.snapshots_seq, snapshots_check = excluded.snapshots_check",
+            "INSERT OR REPLACE INTO checkpoints (source, events_seq, events_check,"
+            " snapshots_seq, snapshots_check, messages_seq, messages_check)"
+            " VALUES (?,?,?,?,?,?,?)",
             (
                 cp.source,
                 cp.events.seq.to_bytes(16, "big"),
                 cp.events.check,
                 cp.snapshots.seq.to_bytes(16, "big"),
                 cp.snapshots.check,
+                cp.messages.seq.to_bytes(16, "big"),
+                cp.messages.check,
             ),
         )
 
@@ -607,8 +612,8 @@ class SqliteStore:
         assert self._rcon is not None
         with _translated("read"):
             row = self._rcon.execute(
-                "SELECT events_seq, events_check, snapshots_seq, snapshots_check"
-                " FROM checkpoints WHERE source = ?",
+                "SELECT events_seq, events_check, snapshots_seq, snapshots_check,"
+                " messages_seq, messages_check FROM checkpoints WHERE source = ?",
                 (source,),
             ).fetchone()
         if row is None:
@@ -617,19 +622,42 @@ class SqliteStore:
             source,
             Cursor(int.from_bytes(row[0], "big"), row[1]),
             Cursor(int.from_bytes(row[2], "big"), row[3]),
+            Cursor(int.from_bytes(row[4], "big"), row[5]),
         )
 
-    async def read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
-        chunk = await self._read(self._read_since, events, snapshots, limit)
+    async def read_since(
+        self, events: Cursor, snapshots: Cursor, limit: int, messages: Cursor = BEGINNING
+    ) -> Chunk:
+        chunk = await self._read(self._read_since, events, snapshots, limit, messages)
         self.stats.events_read += len(chunk.events)
         self.stats.snapshots_read += len(chunk.snapshots)
         self.stats.packs_read += len(chunk.snapshots)
         return chunk
 
-    def _read_since(self, events: Cursor, snapshots: Cursor, limit: int) -> Chunk:
+    def _read_since(self, events: Cursor, snapshots: Cursor, limit: int, messages: Cursor) -> Chunk:
         con = self._rcon
         assert con is not None
         restarted = False
+        with _translated("read"):
+            if messages.seq:
+                row = con.execute(
+                    "SELECT actor_type, actor_id, message_id FROM messages WHERE seq = ?",
+                    (messages.seq,),
+                ).fetchone()
+                if row is None or message_check(*row) != messages.check:
+                    messages, restarted = Cursor(), True
+            message_rows = con.execute(
+                "SELECT seq, actor_type, actor_id, message_id, dots FROM messages"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (messages.seq, limit),
+            ).fetchall()
+        copied_messages = tuple(
+            MessageRecord(ActorRef(kind, ident), message_id, decode_dots(dots, "message record"))
+            for _, kind, ident, message_id, dots in message_rows
+        )
+        if message_rows:
+            last = message_rows[-1]
+            messages = Cursor(last[0], message_check(last[1], last[2], last[3]))
         with _translated("read"):
             if events.seq:
                 row = con.execute("SELECT id FROM events WHERE seq = ?", (events.seq,)).fetchone()
@@ -662,4 +690,12 @@ class SqliteStore:
             snapshot = snapshot_from_row(actor, clock, parents, state, ts)
             copied.append((snapshot, PackRecord(actor, snapshot.clock, tuple(decode_events(pack)))))
             snapshots = Cursor(seq, snapshot_check(kind, ident, clock))
-        return Chunk(copied_events, tuple(copied), events, snapshots, restarted)
+        return Chunk(
+            copied_events,
+            tuple(copied),
+            events,
+            snapshots,
+            restarted,
+            copied_messages,
+            messages,
+        )
