@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sqlite3
@@ -175,6 +176,11 @@ def _divergence_args(
 
 
 def _run(results: Results, name: str, fn: Callable[[], Results]) -> None:
+    # Every phase starts on a quiet machine: the previous one's garbage collected and its
+    # dirty pages written out, so that no phase pays for another's writes.
+    gc.collect()
+    os.sync()
+    time.sleep(1)
     print(f"… {name}", file=sys.stderr, flush=True)
     results.update(fn())
 
@@ -197,13 +203,13 @@ def main() -> int:
     results: Results = {}
     with tempfile.TemporaryDirectory(prefix="sourcery-bench-") as tmp:
         directory = Path(tmp)
-        _run(results, "ids", lambda: bench_ids(1_000_000))
-        _run(results, "raw sqlite", lambda: bench_raw_sqlite(directory, args.commands, 1000))
         _run(
             results,
             "commands",
             lambda: asyncio.run(bench_commands(directory, args.actors, args.commands)),
         )
+        _run(results, "raw sqlite", lambda: bench_raw_sqlite(directory, args.commands, 1000))
+        _run(results, "ids", lambda: bench_ids(1_000_000))
         _run(results, "load", lambda: asyncio.run(bench_load(directory, args.load_events)))
         _run(results, "memory", lambda: bench_memory(directory, args.memory_actors))
         sizes = tuple(int(size) for size in args.branches.split(","))
