@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from .errors import ClosedError
+from .errors import ClosedError, StoreUnavailable
 from .records import CommitBatch
 
 __all__ = ["GroupCommitter"]
@@ -65,8 +65,11 @@ class GroupCommitter:
                     _settle(future, ClosedError("the store closed during a commit"))
                 self._pending.clear()
                 raise
-            if len(taken) == 1:
-                _settle(taken[0][1], exc)
+            if len(taken) == 1 or isinstance(exc, StoreUnavailable):
+                # The store is gone (and its own retries are spent): everybody hears now,
+                # rather than each batch retrying alone behind the others.
+                for _, future in taken:
+                    _settle(future, exc)
                 return
             for item in taken:
                 await self._write([item])

@@ -26,6 +26,7 @@ from .errors import (
     ClosedError,
     ConfigurationError,
     DecodingError,
+    EncodingError,
     HandlerError,
     Rejected,
     SourceryError,
@@ -155,9 +156,7 @@ class Runtime:
         # restored from an old copy has forgotten the name, and reusing it would give the
         # same dots to different events.
         suffix = secrets.token_hex(8)
-        self.writer = (
-            suffix if writer is None else check_text(f"{writer}.{suffix}", "writer name")
-        )
+        self.writer = suffix if writer is None else check_text(f"{writer}.{suffix}", "writer name")
         self.max_actors = max_actors
         self._kinds: dict[str, _Kind] = {}
         for spec in actor_types:
@@ -463,11 +462,15 @@ class Runtime:
                     if not cell.loaded:
                         continue
                     try:
+                        state = cell.kind.codec.encode_state(cell.state)
+                    except EncodingError:
+                        continue  # too large or not encodable: this actor is not cached
+                    try:
                         entry = CacheEntry(
                             actor=cell.ref,
                             heads=(cell.base.clock,) if cell.base is not None else (),
                             clock=cell.current_clock(self.writer),
-                            state=cell.kind.codec.encode_state(cell.state),
+                            state=state,
                             latest=cell.latest,
                         )
                         await cache.put(entry)

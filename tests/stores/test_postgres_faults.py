@@ -83,3 +83,21 @@ async def test_killed_connections_lose_no_acknowledged_event() -> None:
         for i in range(40):
             balances += (await rt.state(accounts(f"acct-{i}"))).balance
         assert total <= balances <= total + slack
+
+
+async def test_a_schema_named_like_a_keyword_works() -> None:
+    from sourcery.stores import open_store
+
+    url = f"{POSTGRES}?schema=user"
+    try:
+        store = await open_store(url)
+        try:
+            assert await store.schema_version() == 1
+        finally:
+            await store.aclose()
+    finally:
+        con = await asyncpg.connect(POSTGRES)
+        try:
+            await con.execute('DROP SCHEMA IF EXISTS "user" CASCADE')
+        finally:
+            await con.close()

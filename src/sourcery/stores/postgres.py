@@ -265,29 +265,29 @@ class PostgresStore:
     async def _connect(self) -> None:
         try:
             first = await asyncpg.connect(self.settings.dsn)
+            try:
+                await self._migrate(first)
+            finally:
+                await first.close()
+            self._pool = await asyncpg.create_pool(
+                self.settings.dsn,
+                min_size=1,
+                max_size=self.settings.pool_size,
+                # A startup parameter, so the pool's RESET ALL on release keeps it.
+                server_settings={"search_path": f'"{self.settings.schema}"'},
+            )
         except _LOST as exc:
             raise StoreUnavailable(f"cannot connect to {self.url}: {exc}") from exc
         except asyncpg.PostgresError as exc:
-            raise StoreError(f"cannot connect to {self.url}: {exc}") from exc
-        try:
-            await self._migrate(first)
-        finally:
-            await first.close()
-        self._pool = await asyncpg.create_pool(
-            self.settings.dsn,
-            min_size=1,
-            max_size=self.settings.pool_size,
-            # A startup parameter, so the pool's RESET ALL on release keeps it.
-            server_settings={"search_path": self.settings.schema},
-        )
+            raise StoreError(f"cannot open {self.url}: {exc}") from exc
 
     async def _migrate(self, con: Connection) -> None:
         schema = self.settings.schema
         async with con.transaction():
             # One migrator at a time, across processes.
             await con.execute("SELECT pg_advisory_xact_lock(hashtext('sourcery-migrate'))")
-            await con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            await con.execute(f"SET LOCAL search_path TO {schema}")
+            await con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await con.execute(f'SET LOCAL search_path TO "{schema}"')
             await con.execute(
                 "CREATE TABLE IF NOT EXISTS sourcery_schema (version integer NOT NULL)"
             )
@@ -375,9 +375,15 @@ class PostgresStore:
                 [m.message_id for m in messages],
                 [encode_dots(m.dots) for m in messages],
             )
+        # Snapshots take per-actor locks: always in one order, so two processes never wait
+        # for each other's locks.
+        snapshots = sorted(
+            (item for b in batches for item in b.snapshots),
+            key=lambda item: (item[0].actor.type, item[0].actor.id, item[0].clock.total()),
+        )
+        for snapshot, pack in snapshots:
+            await self._write_snapshot(con, snapshot, pack)
         for b in batches:
-            for snapshot, pack in b.snapshots:
-                await self._write_snapshot(con, snapshot, pack)
             if b.checkpoint is not None:
                 cp = b.checkpoint
                 await con.execute(
