@@ -265,6 +265,11 @@ class PostgresStore:
     async def _connect(self) -> None:
         try:
             first = await asyncpg.connect(self.settings.dsn)
+        except _LOST as exc:
+            raise StoreUnavailable(f"cannot connect to {self.url}: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"cannot connect to {self.url}: {exc}") from exc
+        try:
             try:
                 await self._migrate(first)
             finally:
