@@ -174,7 +174,8 @@ def plan_merge(
     unique: dict[tuple[str, int], EventRecord] = {}
     for events in per_head:
         for e in events:
-            unique[(e.writer, e.n)] = e
+            if e.n > base_clock.get(e.writer):  # the base's own events are in its state
+                unique[(e.writer, e.n)] = e
     ordered = sorted(unique.values(), key=replay_order)
     decoded = {key: codec.decode_payload(e.type, e.version, e.payload) for key, e in unique.items()}
     try:
@@ -233,7 +234,6 @@ def plan_merge(
         timestamp=max(h.timestamp for h in heads),
     )
     pack = PackRecord(actor=actor, clock=clock, events=tuple(compensations))
-    _ = base_clock
     return Plan(snapshot, pack, tuple(compensations), len(ordered))
 
 
