@@ -118,7 +118,22 @@ ensure_rabbitmq() {
     info "RabbitMQ plugin rabbitmq_consistent_hash_exchange is enabled"
 }
 
+ensure_test_database() {
+    # The PostgreSQL tests use the database `test` (each test in a schema of its own).
+    command -v psql >/dev/null 2>&1 || return
+    postgres_ready || return
+    if ! psql -U postgres -h "$HOST" -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'test'" 2>/dev/null | grep -q 1; then
+        if psql -U postgres -h "$HOST" -d postgres -qc "CREATE DATABASE test" 2>/dev/null; then
+            info "created the PostgreSQL database test"
+        else
+            warn "could not create the PostgreSQL database test"
+        fi
+    fi
+}
+
 ensure_postgres
+ensure_test_database
 ensure_redis
 ensure_rabbitmq
 
