@@ -164,28 +164,15 @@ async def run_demo(
         if await rt.store.actors(limit=1):
             raise ConfigurationError(f"the demo needs an empty store; {url} already holds actors")
 
-        async def worker(work: Iterator[tuple[int, Command]]) -> None:
-            for i, command in work:
-                try:
-                    outcome = await rt.send(refs[i], command)
-                except InsufficientFunds:
-                    tally.rejected += 1
-                else:
-                    tally.accepted += 1
-                    tally.events += len(outcome.events)
-                    if isinstance(command, Deposit):
-                        tally.deposited += command.amount
-                    elif isinstance(command, Withdraw):
-                        tally.withdrawn += command.amount
-                tally.done += 1
-                if progress is not None:
-                    progress(tally.done)
+        def tick() -> None:
+            if progress is not None:
+                progress(tally.done)
 
         started = time.perf_counter()
         # The opens run first, so that no deposit overtakes its account's opening. The
         # workers share one iterator: each takes the next command when it is free.
         for work in (_opens(n_accounts), _moves(n_accounts, n_commands - n_accounts, rng)):
-            await asyncio.gather(*(worker(work) for _ in range(concurrency)))
+            await _send_all(rt, refs, work, tally, concurrency, tick)
         seconds = time.perf_counter() - started
         stats = rt.store.stats
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 from .clock import VectorClock
 from .records import EventRecord
 
-__all__ = ["advance", "fold", "not_covered", "replay_order"]
+__all__ = ["advance", "fold", "replay_order"]
 
 S = TypeVar("S")
 E = TypeVar("E")
@@ -26,10 +26,6 @@ def fold(evolve: Callable[[S, E], S], state: S, payloads: Iterable[E]) -> S:
     for payload in payloads:
         state = evolve(state, payload)
     return state
-
-
-def not_covered(clock: VectorClock, events: Iterable[EventRecord]) -> list[EventRecord]:
-    return [e for e in events if e.n > clock.get(e.writer)]
 
 
 def advance(

@@ -59,6 +59,7 @@ from .rows import (
     encode_parents,
     event_from_row,
     message_check,
+    replaced_heads,
     snapshot_check,
     snapshot_from_row,
 )
@@ -469,24 +470,21 @@ class PostgresStore:
             key,
             encode_events(list(pack.events)),
         )
-        heads = [
-            VectorClock.from_bytes(bytes(r["clock"]))
-            for r in await con.fetch(
-                "SELECT clock FROM heads WHERE actor_id = $1 AND actor_type = $2",
-                actor.id,
-                actor.type,
-            )
-        ]
-        if any(head >= snapshot.clock for head in heads):
+        heads = await con.fetch(
+            "SELECT clock FROM heads WHERE actor_id = $1 AND actor_type = $2",
+            actor.id,
+            actor.type,
+        )
+        replaced = replaced_heads([bytes(r["clock"]) for r in heads], snapshot.clock)
+        if replaced is None:
             return
-        dominated = [h.to_bytes() for h in heads if h < snapshot.clock]
-        if dominated:
+        if replaced:
             await con.execute(
                 "DELETE FROM heads WHERE actor_id = $1 AND actor_type = $2"
                 " AND clock = ANY($3::bytea[])",
                 actor.id,
                 actor.type,
-                dominated,
+                replaced,
             )
         await con.execute(
             "INSERT INTO heads (actor_id, actor_type, clock) VALUES ($1, $2, $3)",

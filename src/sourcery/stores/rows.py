@@ -22,6 +22,7 @@ __all__ = [
     "encode_parents",
     "event_from_row",
     "message_check",
+    "replaced_heads",
     "snapshot_check",
     "snapshot_from_row",
 ]
@@ -73,6 +74,15 @@ def decode_dots(data: bytes, what: str) -> tuple[tuple[str, int], ...]:
         return tuple(_dots_decoder.decode(data))
     except msgspec.DecodeError as exc:
         raise DecodingError(f"malformed {what}") from exc
+
+
+def replaced_heads(heads: Sequence[bytes], clock: VectorClock) -> list[bytes] | None:
+    """The stored heads a new snapshot with ``clock`` replaces, or None if it is no head
+    (a head covers it already: it arrived after a descendant, as replication allows)."""
+    current = [(key, VectorClock.from_bytes(key)) for key in heads]
+    if any(head >= clock for _, head in current):
+        return None
+    return [key for key, head in current if head < clock]
 
 
 def snapshot_check(kind: str, ident: str, clock: bytes) -> bytes:

@@ -48,6 +48,7 @@ from .rows import (
     encode_parents,
     event_from_row,
     message_check,
+    replaced_heads,
     snapshot_check,
     snapshot_from_row,
 )
@@ -428,18 +429,16 @@ class SqliteStore:
             "INSERT OR IGNORE INTO packs (actor_id, actor_type, clock, events) VALUES (?,?,?,?)",
             (actor.id, actor.type, key, encode_events(list(pack.events))),
         )
-        heads = [
-            VectorClock.from_bytes(row[0])
-            for row in con.execute(
-                "SELECT clock FROM heads WHERE actor_id=? AND actor_type=?", (actor.id, actor.type)
-            )
-        ]
-        if any(head >= snapshot.clock for head in heads):
+        heads = con.execute(
+            "SELECT clock FROM heads WHERE actor_id=? AND actor_type=?", (actor.id, actor.type)
+        )
+        replaced = replaced_heads([row[0] for row in heads], snapshot.clock)
+        if replaced is None:
             return
-        dominated = [(actor.id, actor.type, h.to_bytes()) for h in heads if h < snapshot.clock]
-        if dominated:
+        if replaced:
             con.executemany(
-                "DELETE FROM heads WHERE actor_id=? AND actor_type=? AND clock=?", dominated
+                "DELETE FROM heads WHERE actor_id=? AND actor_type=? AND clock=?",
+                [(actor.id, actor.type, old) for old in replaced],
             )
         con.execute(
             "INSERT INTO heads (actor_id, actor_type, clock) VALUES (?,?,?)",
