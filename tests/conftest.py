@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
-from services import drop_test_schemas, postgres_down
+from services import amqp_down, delete_test_amqp_names, drop_test_schemas, postgres_down
 
 settings.register_profile(
     "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -26,3 +26,11 @@ def _clean_postgres_schemas() -> Iterator[None]:
     yield
     if available:
         asyncio.run(drop_test_schemas())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_amqp_names() -> Iterator[None]:
+    """This session's queues and exchanges are deleted after it."""
+    yield
+    if amqp_down() is None:
+        asyncio.run(delete_test_amqp_names())

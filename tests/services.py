@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
+import subprocess
 import uuid
 from urllib.parse import urlsplit
 
@@ -11,6 +13,63 @@ POSTGRES = os.environ.get("SOURCERY_TEST_POSTGRES", "postgresql://postgres@127.0
 """The server the PostgreSQL tests use; every test gets a schema of its own there."""
 TEST_SCHEMA_PREFIX = f"sourcery_test_{uuid.uuid4().hex[:6]}_"
 """Schemas of this test session: dropped at its end, and only those (runs may overlap)."""
+
+
+AMQP = os.environ.get("SOURCERY_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+"""The broker the RabbitMQ tests use; every test gets names under a prefix of its own."""
+TEST_AMQP_PREFIX = f"sourcery-test-{uuid.uuid4().hex[:6]}"
+"""Queues and exchanges of this test session start with this; deleted at its end."""
+_prefixes = itertools.count(1)
+
+
+def amqp_prefix() -> str:
+    """A fresh name prefix for one test's queues and exchanges."""
+    return f"{TEST_AMQP_PREFIX}-{next(_prefixes)}"
+
+
+def amqp_url(prefix: str | None = None, **params: object) -> str:
+    """The test broker's URL with Sourcery's parameters (a fresh ``prefix`` by default)."""
+    query = {"prefix": prefix or amqp_prefix(), **params}
+    return AMQP + "?" + "&".join(f"{k}={v}" for k, v in query.items())
+
+
+def amqp_down() -> str | None:
+    parts = urlsplit(AMQP)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
+            return None
+    except OSError as exc:
+        where = f"{parts.hostname}:{parts.port}"
+        return f"no RabbitMQ at {where} ({exc}); run scripts/ensure-services.sh"
+
+
+async def delete_test_amqp_names() -> None:
+    """Delete this session's queues and exchanges (quorum queues outlive connections)."""
+    import aio_pika
+
+    def listed(what: str) -> list[str]:
+        try:
+            out = subprocess.run(
+                ["rabbitmqctl", "-q", f"list_{what}", "name"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        return [n for n in out.split() if n.startswith(TEST_AMQP_PREFIX)]
+
+    queues, exchanges = listed("queues"), listed("exchanges")
+    if not queues and not exchanges:
+        return
+    connection = await aio_pika.connect(AMQP)
+    async with connection:
+        channel = await connection.channel()
+        for name in queues:
+            await channel.queue_delete(name)
+        for name in exchanges:
+            await channel.exchange_delete(name)
 
 
 def postgres_down() -> str | None:

@@ -15,8 +15,11 @@ from .errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "AmqpSettings",
     "SqliteSettings",
+    "broker_url",
     "cache_url",
+    "parse_amqp_url",
     "parse_sqlite_url",
     "redact",
     "store_url",
@@ -38,6 +41,13 @@ def cache_url(url: str | None = None) -> str | None:
     if url:
         return url
     return os.environ.get("SOURCERY_CACHE") or None
+
+
+def broker_url(url: str | None = None) -> str | None:
+    """The broker URL: the argument, else ``SOURCERY_BROKER``, else none (in-process)."""
+    if url:
+        return url
+    return os.environ.get("SOURCERY_BROKER") or None
 
 
 def redact(url: str) -> str:
@@ -110,3 +120,81 @@ def parse_sqlite_url(url: str) -> SqliteSettings:
         else:
             raise ConfigurationError(f"unknown sqlite URL parameter {key!r} in {url!r}")
     return SqliteSettings(path=path, synchronous=synchronous, busy_timeout_ms=busy)
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpSettings:
+    """Where and how Sourcery uses a RabbitMQ broker.
+
+    Every name starts with ``prefix``, so that several deployments (or test runs) can share
+    one broker without seeing each other's messages.
+    """
+
+    url: str
+    """The connection URL with Sourcery's own parameters removed."""
+    prefix: str = "sourcery"
+    queues: int = 16
+    """Command queues; fixed for a deployment, since actors are hashed onto them."""
+    attempts: int = 5
+    """Deliveries of a failing command before it goes to the dead-letter queue."""
+    prefetch: int = 256
+    """Unacknowledged commands a worker holds per queue."""
+
+    @property
+    def commands_exchange(self) -> str:
+        return f"{self.prefix}.commands"
+
+    def command_queue(self, index: int) -> str:
+        return f"{self.prefix}.commands.{index}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+
+_AMQP_INTS = {"queues": (1, 1024), "attempts": (1, 1000), "prefetch": (1, 65535)}
+
+
+def parse_amqp_url(url: str) -> AmqpSettings:
+    """``amqp://user:pass@host:5672/vhost?prefix=…&queues=…&attempts=…&prefetch=…``.
+
+    Other query parameters (``heartbeat``, ``connection_timeout`` …) are passed to the
+    AMQP client untouched.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigurationError(f"not an amqp URL: {redact(url)!r}")
+    prefix = "sourcery"
+    numbers = {"queues": 16, "attempts": 5, "prefetch": 256}
+    rest: list[tuple[str, str]] = []
+    for key, value in unique_params(url, parts.query):
+        if key == "prefix":
+            if not value or not all(c.isalnum() or c in "-_." for c in value):
+                raise ConfigurationError(
+                    f"prefix must be letters, digits, '-', '_' or '.', got {value!r}"
+                )
+            prefix = value
+        elif key in _AMQP_INTS:
+            low, high = _AMQP_INTS[key]
+            try:
+                number = int(value)
+            except ValueError:
+                raise ConfigurationError(f"{key} must be an int, got {value!r}") from None
+            if not low <= number <= high:
+                raise ConfigurationError(f"{key} must be in {low}..{high}, got {number}")
+            numbers[key] = number
+        else:
+            rest.append((key, value))
+    query = "&".join(f"{k}={v}" for k, v in rest)
+    plain = parts._replace(query=query).geturl()
+    return AmqpSettings(
+        url=plain,
+        prefix=prefix,
+        queues=numbers["queues"],
+        attempts=numbers["attempts"],
+        prefetch=numbers["prefetch"],
+    )

@@ -10,7 +10,9 @@ means the same thing it is a second base, so generic handlers keep working::
     ├── CommandError                       a command was not applied; nothing was stored
     │   ├── UnknownCommand (TypeError)     not one of the actor type's command types
     │   ├── Rejected                       decide() refused it; subclass for your own reasons
-    │   └── HandlerError                   decide() or evolve() raised; the cause is chained
+    │   ├── HandlerError                   decide() or evolve() raised; the cause is chained
+    │   ├── CommandFailed                  a worker refused or failed it; ``.reply`` says why
+    │   └── CommandTimeout (TimeoutError)  no reply in time; the command may still be applied
     ├── EncodingError (ValueError)         a payload or state that cannot be encoded
     │   └── PayloadTooLarge                larger than the configured limit
     ├── DecodingError (ValueError)         stored or received bytes that cannot be decoded
@@ -18,14 +20,20 @@ means the same thing it is a second base, so generic handlers keep working::
     ├── StoreError                         the store failed; stored data is as it was
     │   ├── StoreUnavailable               the store went away (cause chained)
     │   └── SchemaVersionError             the store's schema is newer than this code
+    ├── BrokerError                        the message broker failed or refused a message
+    │   └── BrokerUnavailable              the broker cannot be reached (cause chained)
     └── ClosedError                        the resource was closed by us
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BrokerError",
+    "BrokerUnavailable",
     "ClosedError",
     "CommandError",
+    "CommandFailed",
+    "CommandTimeout",
     "ConfigurationError",
     "DecodingError",
     "EncodingError",
@@ -75,6 +83,22 @@ class HandlerError(CommandError):
     """User code (decide or evolve) raised; the original error is ``__cause__``."""
 
 
+class CommandFailed(CommandError):
+    """A worker rejected the command or failed on it; nothing of it was stored.
+
+    ``reply`` is the worker's answer: ``reply.error_type`` names the exception it raised
+    (a :class:`Rejected` subclass for a business refusal) and ``reply.error`` its message.
+    """
+
+    def __init__(self, message: str, reply: object = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class CommandTimeout(CommandError, TimeoutError):
+    """No reply came in time. The command was sent and may still be applied later."""
+
+
 class EncodingError(SourceryError, ValueError):
     """A value cannot be encoded for storage or transport."""
 
@@ -101,6 +125,14 @@ class StoreUnavailable(StoreError):
 
 class SchemaVersionError(StoreError):
     """The store was written by a newer schema than this code understands."""
+
+
+class BrokerError(SourceryError):
+    """The message broker refused a message or failed an operation."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached or went away mid-operation; the cause is chained."""
 
 
 class ClosedError(SourceryError):
