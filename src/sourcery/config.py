@@ -139,6 +139,10 @@ class AmqpSettings:
     """Deliveries of a failing command before it goes to the dead-letter queue."""
     prefetch: int = 256
     """Unacknowledged commands a worker holds per queue."""
+    single_active: bool = True
+    """One active consumer per command queue: what keeps one actor on one worker at a time.
+    ``single_active=0`` breaks that isolation on purpose (tests, experiments): the queues are
+    declared without it, so two workers can write one actor at once and siblings appear."""
 
     @property
     def commands_exchange(self) -> str:
@@ -170,6 +174,7 @@ def parse_amqp_url(url: str) -> AmqpSettings:
         raise ConfigurationError(f"not an amqp URL: {redact(url)!r}")
     prefix = "sourcery"
     numbers = {"queues": 16, "attempts": 5, "prefetch": 256}
+    single_active = True
     rest: list[tuple[str, str]] = []
     for key, value in unique_params(url, parts.query):
         if key == "prefix":
@@ -178,6 +183,10 @@ def parse_amqp_url(url: str) -> AmqpSettings:
                     f"prefix must be letters, digits, '-', '_' or '.', got {value!r}"
                 )
             prefix = value
+        elif key == "single_active":
+            if value not in ("0", "1", "true", "false"):
+                raise ConfigurationError(f"single_active must be 0 or 1, got {value!r}")
+            single_active = value in ("1", "true")
         elif key in _AMQP_INTS:
             low, high = _AMQP_INTS[key]
             try:
@@ -197,4 +206,5 @@ def parse_amqp_url(url: str) -> AmqpSettings:
         queues=numbers["queues"],
         attempts=numbers["attempts"],
         prefetch=numbers["prefetch"],
+        single_active=single_active,
     )
