@@ -731,3 +731,54 @@ async def test_read_since_streams_every_record_once_in_write_order(store: Store)
     assert [(m.actor, m.message_id) for m in rest.messages] == [(B, "m-2")]
     done = await store.read_since(rest.events_to, rest.snapshots_to, 10, rest.messages_to)
     assert (done.events, done.snapshots, done.messages, done.restarted) == ((), (), (), False)
+
+
+# -- the event order publishers and subscriptions read ---------------------------------------
+
+
+async def test_read_events_gives_every_event_once_in_commit_order_with_positions(
+    store: Store,
+) -> None:
+    from sourcery.records import BEGINNING
+
+    batches = [
+        [event(A, "w1", 1), event(B, "w1", 1)],
+        [event(A, "w1", 2)],
+        [event(B, "w2", 1), event(A, "w2", 1), event(A, "w1", 3)],
+    ]
+    for batch in batches:
+        await store.commit(CommitBatch(events=batch))
+    # A snapshot-only and a repeated batch add no event to the stream.
+    await store.commit(CommitBatch(snapshots=[snapshot(A, clock(w1=1))]))
+    await store.commit(CommitBatch(events=batches[1]))
+    read: list[tuple[Any, EventRecord]] = []
+    after = BEGINNING
+    while page := await store.read_events(after, 2):
+        assert len(page) <= 2
+        read.extend(page)
+        after = page[-1][0]
+    # Batches come out in commit order (inside a batch, any order).
+    assert [dots_of(e for _, e in read[i:j]) for i, j in ((0, 2), (2, 3), (3, 6))] == [
+        dots_of(b) for b in batches
+    ]
+    assert [e for _, e in read[2:3]] == batches[1]
+    positions = [p for p, _ in read]
+    assert [p.seq for p in positions] == sorted({p.seq for p in positions})
+    assert all(p.check == e.id for p, e in read)
+    # Resuming from any position gives exactly the rest.
+    for i, (position, _) in enumerate(read):
+        assert await store.read_events(position, 100) == read[i + 1 :]
+    assert await store.read_events(BEGINNING, 0) == []
+
+
+async def test_a_batch_with_only_a_checkpoint_commits(store: Store) -> None:
+    from sourcery.records import Checkpoint, Cursor
+
+    assert await store.checkpoint("publish:x") == Checkpoint("publish:x")
+    saved = Checkpoint("publish:x", events=Cursor(2**100 + 7, b"\x01" * 16))
+    await store.commit(CommitBatch(checkpoint=saved))
+    assert await store.checkpoint("publish:x") == saved
+    moved = Checkpoint("publish:x", events=Cursor(2**100 + 9, b"\x02" * 16))
+    await store.commit(CommitBatch(checkpoint=moved))
+    assert await store.checkpoint("publish:x") == moved
+    assert await store.read_events(Cursor(), 10) == []

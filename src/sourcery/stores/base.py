@@ -103,3 +103,14 @@ class Store(Protocol):
 
     async def checkpoint(self, source: str) -> Checkpoint:
         """How far this store has copied from ``source``; committed with the records."""
+
+    # -- publishing ----------------------------------------------------------------------
+
+    async def read_events(self, after: Cursor, limit: int) -> list[tuple[Cursor, EventRecord]]:
+        """Up to ``limit`` events after position ``after``, in store order, each with its
+        position (``seq`` grows along the order; ``check`` is the event's id).
+
+        A reader that resumes from the last position it got never skips an event, even one
+        whose transaction commits after a later one: a store returns an event only once
+        nothing can appear before it any more.
+        """

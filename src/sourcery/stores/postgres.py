@@ -739,3 +739,25 @@ class PostgresStore:
             copied_messages,
             messages,
         )
+
+    # -- publishing ----------------------------------------------------------------------
+
+    async def read_events(self, after: Cursor, limit: int) -> list[tuple[Cursor, EventRecord]]:
+        # The rule of read_since: only rows of transactions older than every one still
+        # running, so a transaction that commits late is read after, never skipped.
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"SELECT tx::text AS tx, seq, {_EVENT_COLUMNS} FROM events"
+                " WHERE (tx, seq) > ($1::text::xid8, $2)"
+                " AND tx < pg_snapshot_xmin(pg_current_snapshot())"
+                " ORDER BY tx, seq LIMIT $3",
+                str(after.seq >> 64),
+                after.seq & (2**64 - 1),
+                limit,
+            )
+        found: list[tuple[Cursor, EventRecord]] = []
+        for r in rows:
+            record = _event(r)
+            found.append((Cursor(_position(int(r["tx"]), r["seq"]), record.id), record))
+        self.stats.events_read += len(found)
+        return found

@@ -698,3 +698,25 @@ class SqliteStore:
             copied_messages,
             messages,
         )
+
+    # -- publishing ----------------------------------------------------------------------
+
+    async def read_events(self, after: Cursor, limit: int) -> list[tuple[Cursor, EventRecord]]:
+        found = await self._read(self._read_events, after.seq, limit)
+        self.stats.events_read += len(found)
+        return found
+
+    def _read_events(self, after: int, limit: int) -> list[tuple[Cursor, EventRecord]]:
+        # One writer at a time (BEGIN IMMEDIATE) takes seq = max + 1 inside its transaction,
+        # so seq order is commit order and a committed row never appears behind a read one.
+        assert self._rcon is not None
+        with _translated("read"):
+            rows = self._rcon.execute(
+                f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        found: list[tuple[Cursor, EventRecord]] = []
+        for row in rows:
+            record = _event(row[1:])
+            found.append((Cursor(row[0], record.id), record))
+        return found
