@@ -1,0 +1,96 @@
+"""The store-driven publisher: every committed event reaches the bus, at least once, in store
+order, and the checkpoint moves only after the bus confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from sourcery import Runtime
+from sourcery.errors import BrokerError
+from sourcery.examples.bank import Deposit, Open, accounts
+from sourcery.publishing import Publisher
+from sourcery.records import Cursor, EventRecord
+from sourcery.topics import Delivery, MemoryBus, Subscription
+
+
+async def take(sub: Subscription, n: int, timeout: float = 10.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < n:
+            got.append(await anext(sub))
+    return got
+
+
+async def test_published_events_match_the_store_order_and_the_checkpoint_follows(
+    tmp_path: Path,
+) -> None:
+    bus = MemoryBus(uuid.uuid4().hex)
+    async with Runtime.open(f"sqlite:///{tmp_path / 's.db'}", [accounts]) as rt:
+        async with bus.subscribe(["account.*"]) as sub:
+            for i in range(5):
+                await rt.send(accounts(f"a{i}"), Open(owner="o"))
+                await rt.send(accounts(f"a{i}"), Deposit(amount=i + 1))
+            publisher = Publisher(rt.store, bus, batch=3)
+            assert await publisher.publish_pending() == 10
+            assert await publisher.publish_pending() == 0
+            got = await take(sub, 10)
+        stored = await rt.store.read_events(Cursor(), 100)
+        assert [(d.position, d.record) for d in got] == stored
+        assert (await rt.store.checkpoint(publisher.source)).events == stored[-1][0]
+        assert publisher.source == f"publish:{bus.name}"
+
+
+class FailingBus(MemoryBus):
+    """A bus that refuses every publish after the first ``allowed`` ones."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__(uuid.uuid4().hex)
+        self.allowed = allowed
+
+    async def publish(self, events: Sequence[tuple[Cursor, EventRecord]]) -> None:
+        if self.allowed <= 0:
+            raise BrokerError("refused")
+        self.allowed -= 1
+        await super().publish(events)
+
+
+async def test_a_refused_publish_leaves_the_checkpoint_where_it_was(tmp_path: Path) -> None:
+    async with Runtime.open(f"sqlite:///{tmp_path / 's.db'}", [accounts]) as rt:
+        for i in range(4):
+            await rt.send(accounts(f"a{i}"), Open(owner="o"))
+        bus = FailingBus(allowed=1)
+        publisher = Publisher(rt.store, bus, batch=2)
+        with pytest.raises(BrokerError):
+            await publisher.publish_pending()
+        stored = await rt.store.read_events(Cursor(), 100)
+        assert (await rt.store.checkpoint(publisher.source)).events == stored[1][0]
+        # A new publisher on the same bus name resumes there, and the rest goes out.
+        again = Publisher(rt.store, bus)
+        bus.allowed = 10
+        async with bus.subscribe(["#"]) as sub:
+            assert await again.publish_pending() == 2
+            assert [d.record for d in await take(sub, 2)] == [r for _, r in stored[2:]]
+
+
+async def test_running_publishes_what_is_committed_while_it_runs_and_retries(
+    tmp_path: Path,
+) -> None:
+    bus = FailingBus(allowed=0)
+    async with Runtime.open(f"sqlite:///{tmp_path / 's.db'}", [accounts]) as rt:
+        async with bus.subscribe(["account.Opened"]) as sub:
+            async with Publisher.running(rt.store, bus, interval=0.01) as publisher:
+                for i in range(3):
+                    await rt.send(accounts(f"a{i}"), Open(owner="o"))
+                    publisher.wake()
+                async with asyncio.timeout(5):
+                    while publisher.failures < 2:
+                        await asyncio.sleep(0.01)
+                bus.allowed = 100
+                got = await take(sub, 3)
+            assert publisher.failures == 0
+        assert [d.actor.id for d in got] == ["a0", "a1", "a2"]
