@@ -4,6 +4,10 @@ the seam, resumable from any position, and never skipping a late-committing tran
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -238,3 +242,91 @@ async def test_a_checkpoint_commit_alone_is_enough_to_resume(tmp_path: Path) -> 
             rest = await take(sub, 3)
         stored = await rt.store.read_events(BEGINNING, 100)
     assert [(d.position, d.record) for d in seen + rest] == stored
+
+
+# -- a subscriber process killed with SIGKILL and started again --------------------------------
+
+TESTS_DIR = Path(__file__).parent
+
+
+def start_subscriber(tmp: Path, store_url: str, bus_url: str, run: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
+    with (tmp / f"err{run}.txt").open("wb") as err:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(TESTS_DIR / "events_subscriber.py"),
+                store_url,
+                bus_url,
+                str(tmp / "out.txt"),
+                str(tmp / "checkpoint.txt"),
+                str(run),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
+
+
+def lines(tmp: Path) -> list[list[str]]:
+    path = tmp / "out.txt"
+    if not path.exists():
+        return []
+    return [row for line in path.read_text().splitlines() if len(row := line.split()) == 5]
+
+
+async def wait_for_lines(tmp: Path, proc: subprocess.Popen[bytes], count: int) -> None:
+    async with asyncio.timeout(30):
+        while len({row[1] for row in lines(tmp)}) < count:
+            if proc.poll() is not None:
+                err = (tmp / "err1.txt").read_text() + (tmp / "err2.txt").read_text()
+                pytest.fail(f"the subscriber exited ({proc.returncode}): {err[-3000:]}")
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down()))
+async def test_a_subscriber_killed_and_resumed_sees_every_event_in_store_order(
+    tmp_path: Path,
+) -> None:
+    store_url, bus_url = f"sqlite:///{tmp_path / 's.db'}", amqp_url()
+    total = 300
+    (tmp_path / "err2.txt").write_text("")  # read if the first run fails
+    async with await open_bus(bus_url) as bus, Runtime.open(store_url, [accounts]) as rt:
+        await deposit_all(rt, 100)
+        async with Publisher.running(rt.store, bus, interval=0.01) as publisher:
+            first = start_subscriber(tmp_path, store_url, bus_url, 1)
+            try:
+                writing = asyncio.create_task(deposit_all(rt, total - 100, start=100))
+                await wait_for_lines(tmp_path, first, 150)
+                os.kill(first.pid, signal.SIGKILL)
+                assert first.wait(10) == -signal.SIGKILL
+            finally:
+                if first.poll() is None:
+                    first.kill()
+            killed_at = len(lines(tmp_path))
+            second = start_subscriber(tmp_path, store_url, bus_url, 2)
+            try:
+                await writing
+                publisher.wake()
+                await wait_for_lines(tmp_path, second, total)
+            finally:
+                second.kill()
+                second.wait(10)
+        stored = await rt.store.read_events(BEGINNING, 10_000)
+    rows = lines(tmp_path)
+    assert 150 <= killed_at < total
+    assert {int(r[1]) for r in rows} == {p.seq for p, _ in stored}  # every event, at least once
+    for run in ("1", "2"):
+        positions = [int(r[1]) for r in rows if r[0] == run]
+        assert positions == sorted(set(positions))  # store order, no duplicate within a run
+        per_actor: dict[str, list[int]] = {}
+        for r in rows:
+            if r[0] == run:
+                per_actor.setdefault(r[2], []).append(int(r[4]))
+        assert all(ns == sorted(ns) for ns in per_actor.values())
+    # The second run resumed at the checkpoint: at most the line being saved came again.
+    first_run = [int(r[1]) for r in rows if r[0] == "1"]
+    second_run = [int(r[1]) for r in rows if r[0] == "2"]
+    following = min(p.seq for p, _ in stored if p.seq > first_run[-1])
+    assert second_run[0] in (first_run[-1], following)
