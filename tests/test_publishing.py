@@ -4,18 +4,24 @@ order, and the checkpoint moves only after the bus confirmed."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from services import amqp_down, amqp_url
 
 from sourcery import Runtime
 from sourcery.errors import BrokerError
 from sourcery.examples.bank import Deposit, Open, accounts
 from sourcery.publishing import Publisher
 from sourcery.records import Cursor, EventRecord
-from sourcery.topics import Delivery, MemoryBus, Subscription
+from sourcery.stores import open_store
+from sourcery.topics import Delivery, MemoryBus, Subscription, open_bus
 
 
 async def take(sub: Subscription, n: int, timeout: float = 10.0) -> list[Delivery]:
@@ -94,3 +100,77 @@ async def test_running_publishes_what_is_committed_while_it_runs_and_retries(
                 got = await take(sub, 3)
             assert publisher.failures == 0
         assert [d.actor.id for d in got] == ["a0", "a1", "a2"]
+
+
+# -- a publishing process killed between commit and publish ----------------------------------
+
+TESTS_DIR = Path(__file__).parent
+
+
+@pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down()))
+async def test_events_committed_by_a_killed_process_are_published_late_never_lost(
+    tmp_path: Path,
+) -> None:
+    store_url, bus_url = f"sqlite:///{tmp_path / 's.db'}", amqp_url()
+    async with await open_bus(bus_url) as bus:
+        async with bus.subscribe(["#"], queue="audit"):
+            pass  # the durable queue now keeps every event published from here on
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p
+        )
+        with (tmp_path / "err.txt").open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, str(TESTS_DIR / "events_publisher.py"), store_url, bus_url],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+            )
+        assert proc.stdout is not None
+        try:
+            while True:
+                line = await asyncio.to_thread(proc.stdout.readline)
+                if not line:
+                    pytest.fail(f"child exited: {(tmp_path / 'err.txt').read_text()[-3000:]}")
+                if line.split() == [b"sent", b"25"]:
+                    break
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(10) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        store = await open_store(store_url)
+        try:
+            stored = await store.read_events(Cursor(), 100_000)
+            # Sends 11..25 were committed and never published: the restart publishes them.
+            late = await Publisher(store, bus).publish_pending()
+        finally:
+            await store.aclose()
+        assert late >= 15
+        assert len(stored) >= 25
+        await bus.publish([(Cursor(2**120), END)])
+        got: list[Delivery] = []
+        async with bus.subscribe(["#"], queue="audit") as sub:
+            async with asyncio.timeout(15):
+                async for d in sub:
+                    if d.record == END:
+                        break
+                    got.append(d)
+    assert {d.record.id for d in got} == {r.id for _, r in stored}
+    assert {(d.position, d.record) for d in got} == set(stored)
+
+
+END = EventRecord(
+    actor_type="marker",
+    actor_id="end",
+    writer="test",
+    n=1,
+    id=bytes(16),
+    timestamp=0,
+    initiated_by="end",
+    type="End",
+    version=1,
+    payload=b"",
+)

@@ -224,3 +224,9 @@ async def test_a_closed_bus_refuses_work_and_ends_its_subscriptions(bus_url: str
     with pytest.raises(ClosedError):
         await bus.publish(at(record("account", "Deposited")))
     await bus.aclose()  # idempotent
+
+
+@pytest.mark.parametrize("name", ["", "a b", "caf\u00e9", "x" * 201, "a/b"])
+async def test_queue_names_the_broker_cannot_take_are_refused(bus: EventBus, name: str) -> None:
+    with pytest.raises(ConfigurationError):
+        bus.subscribe(["#"], queue=name)

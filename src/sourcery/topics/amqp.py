@@ -35,7 +35,7 @@ from aio_pika.abc import (
 from ..config import AmqpSettings, parse_amqp_url, redact
 from ..errors import BrokerError, BrokerUnavailable, ClosedError, ConfigurationError, DecodingError
 from ..records import Cursor, EventRecord
-from .base import Delivery, decode_message, encode_message, routing_key
+from .base import Delivery, check_queue_name, decode_message, encode_message, routing_key
 from .patterns import check_pattern
 
 __all__ = ["AmqpBus"]
@@ -60,18 +60,6 @@ def _translated(what: str, url: str) -> Iterator[None]:
         raise BrokerUnavailable(f"{what} on {url} failed: {exc!r}") from exc
     except aiormq.exceptions.AMQPError as exc:
         raise BrokerError(f"{what} on {url} failed: {exc!r}") from exc
-
-
-def _check_queue_name(name: str) -> str:
-    if (
-        not name
-        or len(name) > 200
-        or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
-    ):
-        raise ConfigurationError(
-            f"a queue name is 1..200 letters, digits, '-', '_' or '.', got {name!r}"
-        )
-    return name
 
 
 class AmqpBus:
@@ -183,7 +171,7 @@ class AmqpBus:
         if not checked:
             raise ConfigurationError("a subscription needs at least one pattern")
         if queue is not None:
-            _check_queue_name(queue)
+            check_queue_name(queue)
         return _AmqpSubscription(self, checked, queue)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 import msgspec
 
 from ..actor import Event
-from ..errors import DecodingError, EncodingError
+from ..errors import ConfigurationError, DecodingError, EncodingError
 from ..ids import id_from_bytes
 from ..records import ActorRef, Cursor, EventRecord, check_text
 from .patterns import MAX_KEY_BYTES
@@ -25,6 +25,7 @@ __all__ = [
     "Delivery",
     "EventBus",
     "Subscription",
+    "check_queue_name",
     "decode_message",
     "encode_message",
     "routing_key",
@@ -41,6 +42,18 @@ def routing_key(record: EventRecord) -> str:
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise EncodingError(f"routing key longer than {MAX_KEY_BYTES} bytes: {key[:80]!r}…")
     return key
+
+
+def check_queue_name(name: str) -> str:
+    if (
+        not name
+        or len(name) > 200
+        or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+    ):
+        raise ConfigurationError(
+            f"a queue name is 1..200 letters, digits, '-', '_' or '.', got {name!r}"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)

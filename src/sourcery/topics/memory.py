@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ..errors import BrokerError, ClosedError, ConfigurationError
 from ..records import Cursor, EventRecord
-from .base import Delivery, routing_key
+from .base import Delivery, check_queue_name, routing_key
 from .patterns import check_pattern, matches_any
 
 __all__ = ["MemoryBus"]
@@ -116,8 +116,8 @@ class MemoryBus:
         checked = [check_pattern(p) for p in patterns]
         if not checked:
             raise ConfigurationError("a subscription needs at least one pattern")
-        if queue is not None and not queue:
-            raise ConfigurationError("a queue name must not be empty")
+        if queue is not None:
+            check_queue_name(queue)
         return _MemorySubscription(self, checked, queue)
 
 
