@@ -1,4 +1,5 @@
-"""The ``sourcery`` command: ``demo``, ``inspect``, ``sync``, ``replicate`` and ``migrate``.
+"""The ``sourcery`` command: ``demo``, ``inspect``, ``sync``, ``replicate``, ``migrate``,
+``worker`` and ``send``.
 
 A thin layer: it parses arguments, sets up logging (the only place that does), calls the
 library and prints what it returns with rich. Exit codes: 0 ok, 1 error, 2 usage.
@@ -30,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from .actor import ActorType
 from .clock import VectorClock
 from .config import parse_sqlite_url, redact, store_url
 from .demo import (
@@ -39,12 +41,13 @@ from .demo import (
     run_demo,
     run_replicated_demo,
 )
-from .errors import ConfigurationError, SourceryError, StoreError
+from .errors import CommandFailed, ConfigurationError, DecodingError, SourceryError, StoreError
 from .history_svg import MERGE_WRITER_PREFIX, render
 from .ids import format_id, id_from_bytes
 from .records import ActorRef, EventRecord, PackRecord, SnapshotRecord
 from .replication import SyncReport, pull, sync
 from .stores import Store, open_store
+from .wire import Reply
 
 __all__ = ["main"]
 
@@ -191,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a store URL or sqlite path (default: $SOURCERY_STORE)",
     )
     migrate.set_defaults(run=_migrate)
+    _worker_parsers(commands)
     return parser
 
 
@@ -798,6 +802,154 @@ async def _migrated(url: str) -> int:
         return await store.schema_version()
     finally:
         await store.aclose()
+
+
+# -- worker and send --------------------------------------------------------------------
+
+
+def _worker_parsers(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run commands from the broker on a store until interrupted (Ctrl-C or SIGTERM)",
+        description=(
+            "Take commands for the actor types MODULE:ATTR names from the broker's command"
+            " queues and run them on the store; on SIGTERM or Ctrl-C, finish the commands"
+            " under way and exit."
+        ),
+    )
+    worker.add_argument("app", metavar="MODULE:ATTR", help="the actor type(s) to run")
+    worker.add_argument("--store", metavar="URL", help="default: $SOURCERY_STORE")
+    worker.add_argument("--cache", metavar="URL", help="default: $SOURCERY_CACHE (none)")
+    worker.add_argument("--broker", metavar="URL", help="default: $SOURCERY_BROKER")
+    worker.add_argument("--name", metavar="NAME", help="the worker's name in its writer id")
+    worker.set_defaults(run=_worker)
+
+    send = commands.add_parser(
+        "send",
+        help="send one command to an actor through the broker",
+        description=(
+            "Send COMMAND with the fields JSON to ACTOR (type/id), an actor type of"
+            " MODULE:ATTR, e.g. sourcery send sourcery.examples.bank:accounts account/a1"
+            " Deposit '{\"amount\": 5}' --wait"
+        ),
+    )
+    send.add_argument("app", metavar="MODULE:ATTR", help="the actor type(s) to send to")
+    send.add_argument("actor", metavar="TYPE/ID")
+    send.add_argument("command_name", metavar="COMMAND", help="the command type's name")
+    send.add_argument("fields", metavar="JSON", nargs="?", default="{}", help="default: {}")
+    send.add_argument("--broker", metavar="URL", help="default: $SOURCERY_BROKER")
+    send.add_argument("--wait", action="store_true", help="wait for the worker's reply")
+    send.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for the reply (default: 5)",
+    )
+    send.add_argument("--message-id", metavar="ID", help="default: a new id")
+    send.set_defaults(run=_send)
+
+
+def _worker(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .apps import load_app
+
+    types = load_app(args.app)
+    return _run(_working(args, types, out))
+
+
+async def _working(
+    args: argparse.Namespace, types: list[ActorType[Any, Any, Any]], out: Console
+) -> int:
+    from .config import broker_url
+    from .worker import Worker
+
+    broker = broker_url(args.broker)
+    url = store_url(args.store)
+    async with Worker.open(
+        types, store=url, broker=broker, cache=args.cache, writer=args.name
+    ) as worker:
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, worker.stop)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            handled.append(sig)
+        try:
+            names = ", ".join(t.name for t in types)
+            out.print(
+                f"worker {escape(worker.runtime.writer)} running {escape(names)} on "
+                f"{escape(redact(url))}, commands from {escape(redact(broker or ''))}"
+            )
+            _flush(out)
+            await worker.run()
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+        s = worker.stats
+        out.print(
+            f"stopped: {s.applied:,} applied, {s.duplicates:,} duplicates, "
+            f"{s.rejected:,} rejected, {s.retried:,} retried, {s.dead:,} dead letters"
+        )
+        _flush(out)
+    return 0
+
+
+def _send(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .apps import load_app
+
+    types = load_app(args.app)
+    actor = ActorRef.parse(args.actor)
+    command = _command(types, actor, args.command_name, args.fields)
+    return _run(_sending(args, actor, command, out, err))
+
+
+def _command(
+    types: list[ActorType[Any, Any, Any]], actor: ActorRef, name: str, fields: str
+) -> object:
+    """The command ``name`` of ``actor``'s type, with the fields a JSON object gives."""
+    spec = next((t for t in types if t.name == actor.type), None)
+    if spec is None:
+        known = ", ".join(sorted(t.name for t in types))
+        raise ConfigurationError(f"no actor type {actor.type!r} here (known: {known})")
+    cls = next((c for c in spec.commands if c.__name__ == name), None)
+    if cls is None:
+        known = ", ".join(sorted(c.__name__ for c in spec.commands))
+        raise ConfigurationError(f"actor type {spec.name!r} has no command {name!r} ({known})")
+    try:
+        return msgspec.json.decode(fields.encode(), type=cls)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodingError(f"cannot make a {name} of {fields!r}: {exc}") from exc
+
+
+async def _sending(
+    args: argparse.Namespace, actor: ActorRef, command: object, out: Console, err: Console
+) -> int:
+    from .client import Client
+
+    async with Client.open(args.broker) as client:
+        if not args.wait:
+            message_id = await client.send(actor, command, message_id=args.message_id)
+            out.print(f"sent {escape(message_id)} to {escape(str(actor))}")
+            return 0
+        try:
+            reply = await client.request(
+                actor, command, timeout=args.timeout, message_id=args.message_id
+            )
+        except CommandFailed as exc:
+            failed = exc.reply
+            if isinstance(failed, Reply):
+                err.print(
+                    f"[red]{failed.status}:[/red] {escape(failed.message_id)} to "
+                    f"{escape(str(actor))}: {escape(failed.error_type)}: {escape(failed.error)}",
+                    soft_wrap=True,
+                )
+                return 1
+            raise
+    events = ", ".join(reply.events) or "no events"
+    out.print(f"{reply.status}: {escape(reply.message_id)} to {escape(str(actor))}: {events}")
+    return 0
 
 
 # -- store locations ---------------------------------------------------------------------

@@ -1,0 +1,356 @@
+"""A worker: takes commands from a command queue and runs them on a runtime.
+
+Deliveries are started in the order they arrive, so one actor's commands are decided in
+the order they were queued (the runtime's per-actor lock is first come, first served),
+while different actors' commands run concurrently and share the store's group commits.
+A command is acknowledged only after its events are committed and its reply is sent; a
+redelivered command (the worker died between commit and ack) is recognised by its message
+id and not applied twice.
+
+What happens to a command:
+
+- applied, or applied before (a duplicate): reply ``ok`` / ``duplicate``, ack;
+- rejected by decide: reply ``rejected`` (a business answer, not a failure), ack;
+- malformed, too large, of an unknown actor type or command: to the dead letters at once,
+  reply ``failed`` (retrying cannot help);
+- decide or evolve raised, or the store failed: retried up to the queue's ``attempts``
+  deliveries, then to the dead letters with the error, reply ``failed``;
+- the store is unreachable: retried in place, with a growing pause, until it is back (an
+  outage is not the command's fault and must not fill the dead letters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .actor import ActorType, Outcome
+from .config import broker_url
+from .errors import (
+    ClosedError,
+    ConfigurationError,
+    Rejected,
+    SourceryError,
+    StoreUnavailable,
+)
+from .queues import CommandQueue, Delivery, open_queue
+from .records import ActorRef
+from .runtime import Runtime
+from .wire import (
+    DEFAULT_MAX_MESSAGE,
+    CommandDecoder,
+    CommandEnvelope,
+    Reply,
+    Status,
+    encode_reply,
+)
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+STORE_RETRY_FIRST = 0.05
+STORE_RETRY_MAX = 2.0
+"""Pauses between attempts while the store is unreachable: doubling up to this."""
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What a worker did with the commands it received (live counters)."""
+
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+class Worker:
+    """Runs the commands of a :class:`CommandQueue` on a :class:`Runtime`.
+
+    Open with ``async with Worker.open(app, store=..., broker=...) as worker``, then
+    ``await worker.run()`` until ``worker.stop()``.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        queue: CommandQueue,
+        actor_types: Iterable[ActorType[Any, Any, Any]],
+        *,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        owns: bool = False,
+    ) -> None:
+        """Work on an open runtime and queue; ``owns`` closes both with the worker."""
+        self.runtime = runtime
+        self.queue = queue
+        self.decoder = CommandDecoder(actor_types, max_size=max_message)
+        self.stats = WorkerStats()
+        self._owns = owns
+        self._stopping = asyncio.Event()
+        self._running = False
+        self._done = asyncio.Event()
+        self._done.set()
+        self._consuming = asyncio.Event()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        app: ActorType[Any, Any, Any] | Iterable[ActorType[Any, Any, Any]],
+        *,
+        store: str | None = None,
+        broker: str | None = None,
+        cache: str | None = None,
+        writer: str | None = None,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+    ) -> _Opening:
+        """Open the store (``SOURCERY_STORE``), the cache (``SOURCERY_CACHE``, optional) and
+        the command queue (``SOURCERY_BROKER``) for the actor types ``app``."""
+        types = [app] if isinstance(app, ActorType) else list(app)
+        url = broker_url(broker)
+        if url is None:
+            raise ConfigurationError("a worker needs a broker URL: broker=... or SOURCERY_BROKER")
+        options: dict[str, Any] = {"cache": cache}
+        if writer is not None:
+            options["writer"] = writer
+        return _Opening(cls, types, store, url, options, max_message)
+
+    async def __aenter__(self) -> Worker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def inflight(self) -> int:
+        """Deliveries received and not yet settled."""
+        return self._inflight
+
+    def stop(self) -> None:
+        """Ask ``run`` to return: it stops taking commands and finishes those under way."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Take and run commands until ``stop()``; then finish the ones received."""
+        if self._closed:
+            raise ClosedError("the worker is closed")
+        if self._running:
+            raise RuntimeError("this worker is running already")
+        self._running = True
+        self._done.clear()
+        try:
+            consumer = await self.queue.consume(self._handle)
+            self._consuming.set()
+            try:
+                log.info("worker %s taking commands", self.runtime.writer)
+                await self._stopping.wait()
+            finally:
+                await consumer.cancel()
+                await self._idle.wait()
+        finally:
+            self._running = False
+            self._consuming.clear()
+            self._done.set()
+        log.info("worker %s stopped", self.runtime.writer)
+
+    async def ready(self) -> None:
+        """Return once ``run`` has subscribed to the command queues."""
+        await self._consuming.wait()
+
+    async def aclose(self) -> None:
+        """Stop, wait for ``run`` to finish, close what the worker owns. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        await self._done.wait()
+        if self._owns:
+            try:
+                await self.queue.aclose()
+            finally:
+                await self.runtime.aclose()
+
+    # -- one delivery --------------------------------------------------------------------
+
+    async def _handle(self, delivery: Delivery) -> None:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            await self._process(delivery)
+        except Exception:
+            log.exception("unexpected error handling command %s", delivery.message_id)
+            await delivery.retry()
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _process(self, delivery: Delivery) -> None:
+        decoder = self.decoder
+        try:
+            envelope = decoder.envelope(delivery.body)
+        except SourceryError as exc:
+            await self._dead(delivery, delivery.message_id, None, exc)
+            return
+        message_id = envelope.message_id
+        try:
+            actor, command = decoder.command(envelope)
+        except SourceryError as exc:
+            await self._dead(delivery, message_id, _actor_of(envelope), exc)
+            return
+        # No wait before this call: it takes the actor's place in line in arrival order.
+        try:
+            outcome = await self._send(actor, command, message_id)
+        except Rejected as exc:
+            self.stats.rejected += 1
+            await self._reply(delivery, message_id, actor, "rejected", exc=exc)
+            await delivery.ack()
+            return
+        except (StoreUnavailable, ClosedError):
+            # Stopping while the store is away, or closed under us: the next worker will.
+            self.stats.retried += 1
+            await delivery.retry()
+            return
+        except Exception as exc:
+            if delivery.attempts >= self.queue.attempts:
+                await self._dead(delivery, message_id, actor, exc)
+            else:
+                log.info(
+                    "command %s to %s failed (attempt %d of %d), retrying: %r",
+                    message_id,
+                    actor,
+                    delivery.attempts,
+                    self.queue.attempts,
+                    exc,
+                )
+                self.stats.retried += 1
+                await delivery.retry()
+            return
+        if outcome.duplicate:
+            self.stats.duplicates += 1
+            status: Status = "duplicate"
+        else:
+            self.stats.applied += 1
+            status = "ok"
+        await self._reply(delivery, message_id, actor, status, outcome=outcome)
+        await delivery.ack()
+
+    async def _send(self, actor: ActorRef, command: object, message_id: str) -> Outcome[Any, Any]:
+        """``runtime.send``, waiting out an unreachable store unless stopping."""
+        pause = STORE_RETRY_FIRST
+        while True:
+            try:
+                return await self.runtime.send(actor, command, message_id=message_id)
+            except StoreUnavailable as exc:
+                if self._stopping.is_set():
+                    raise
+                log.warning("store unavailable, retrying in %.2f s: %s", pause, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
+            pause = min(pause * 2, STORE_RETRY_MAX)
+
+    async def _dead(
+        self,
+        delivery: Delivery,
+        message_id: str,
+        actor: ActorRef | None,
+        exc: BaseException,
+    ) -> None:
+        error_type, error = type(exc).__name__, str(exc) or repr(exc)
+        log.warning(
+            "command %s to %s goes to the dead letters after %d attempt(s): %s: %s",
+            message_id or "(no id)",
+            actor or "(unknown actor)",
+            delivery.attempts,
+            error_type,
+            error,
+        )
+        await delivery.dead(error_type, error)
+        self.stats.dead += 1
+        await self._reply(delivery, message_id, actor, "failed", exc=exc)
+
+    async def _reply(
+        self,
+        delivery: Delivery,
+        message_id: str,
+        actor: ActorRef | None,
+        status: Status,
+        *,
+        outcome: Outcome[Any, Any] | None = None,
+        exc: BaseException | None = None,
+    ) -> None:
+        reply_to = delivery.reply_to
+        if not reply_to or not message_id:
+            return
+        reply = Reply(
+            message_id=message_id,
+            actor_type=actor.type if actor else "",
+            actor_id=actor.id if actor else "",
+            status=status,
+            events=tuple(e.type for e in outcome.events) if outcome else (),
+            error_type=type(exc).__name__ if exc else "",
+            error=(str(exc) or repr(exc)) if exc else "",
+        )
+        await self.queue.reply(reply_to, encode_reply(reply), correlation_id=message_id)
+
+
+def _actor_of(envelope: CommandEnvelope) -> ActorRef | None:
+    try:
+        actor: ActorRef = envelope.actor
+    except SourceryError:
+        return None
+    return actor
+
+
+class _Opening:
+    """What ``Worker.open`` returns: await it, or use it with ``async with``."""
+
+    def __init__(
+        self,
+        cls: type[Worker],
+        types: list[ActorType[Any, Any, Any]],
+        store: str | None,
+        broker: str,
+        options: dict[str, Any],
+        max_message: int,
+    ) -> None:
+        self._cls = cls
+        self._types = types
+        self._store = store
+        self._broker = broker
+        self._options = options
+        self._max_message = max_message
+        self._worker: Worker | None = None
+
+    async def _open(self) -> Worker:
+        runtime = await Runtime.open(self._store, self._types, **self._options)
+        try:
+            queue = await open_queue(self._broker)
+        except BaseException:
+            await runtime.aclose()
+            raise
+        try:
+            return self._cls(runtime, queue, self._types, max_message=self._max_message, owns=True)
+        except BaseException:
+            await queue.aclose()
+            await runtime.aclose()
+            raise
+
+    def __await__(self) -> Generator[Any, None, Worker]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Worker:
+        self._worker = await self._open()
+        return self._worker
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._worker is not None:
+            await self._worker.aclose()
