@@ -11,7 +11,7 @@ means the same thing it is a second base, so generic handlers keep working::
     │   ├── UnknownCommand (TypeError)     not one of the actor type's command types
     │   ├── Rejected                       decide() refused it; subclass for your own reasons
     │   ├── HandlerError                   decide() or evolve() raised; the cause is chained
-    │   ├── CommandFailed                  a worker refused or failed it; ``.reply`` says why
+    │   ├── CommandFailed                  a worker refused or failed it; `.reply` says why
     │   └── CommandTimeout (TimeoutError)  no reply in time; the command may still be applied
     ├── EncodingError (ValueError)         a payload or state that cannot be encoded
     │   └── PayloadTooLarge                larger than the configured limit
