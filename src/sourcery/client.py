@@ -113,11 +113,11 @@ class Client:
         self._check()
         message_id = message_id or new_message_id()
         body = encode_command(actor, command, message_id, max_size=self.max_message)
-        reply_to = await self._replies()
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(message_id, []).append(future)
         try:
             async with asyncio.timeout(timeout):
+                reply_to = await self._replies()
                 await self.queue.send(actor, body, message_id=message_id, reply_to=reply_to)
                 reply = await future
         except TimeoutError:
@@ -126,6 +126,8 @@ class Client:
                 "it is queued and may still be applied"
             ) from None
         finally:
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: a close that failed it while we sent is ours
             futures = self._waiting.get(message_id)
             if futures is not None:
                 if future in futures:

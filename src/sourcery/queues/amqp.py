@@ -315,6 +315,11 @@ class AmqpQueue:
                     f"RabbitMQ did not confirm command {message.message_id!r} within "
                     f"{self.send_timeout:g} s"
                 ) from exc
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed and (task is None or not task.cancelling()):
+                    raise ClosedError("the command queue was closed while sending") from None
+                raise
             except _LOST as exc:
                 # Unknown whether it arrived: send it again once the channel is back (the
                 # message id makes a second copy harmless).

@@ -1,0 +1,249 @@
+"""The client: sends, requests and their replies, timeouts, closing, a lost connection."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from services import amqp_down, amqp_url
+
+from sourcery.client import Client
+from sourcery.errors import (
+    BrokerUnavailable,
+    ClosedError,
+    CommandTimeout,
+    ConfigurationError,
+    PayloadTooLarge,
+)
+from sourcery.examples.bank import Account, Deposit, Open, accounts
+from sourcery.queues import Delivery, open_queue
+from sourcery.queues.amqp import AmqpQueue
+from sourcery.wire import CommandDecoder, Reply, encode_reply
+from sourcery.worker import Worker
+
+WAIT = 10.0
+A1 = accounts("a1")
+
+
+def memory_url(**params: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"memory://client-{uuid.uuid4().hex}" + (f"?{query}" if query else "")
+
+
+BROKERS: dict[str, tuple[Callable[..., str], Callable[[], str | None]]] = {
+    "memory": (memory_url, lambda: None),
+    "amqp": (amqp_url, amqp_down),
+}
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def make_broker(request: pytest.FixtureRequest) -> Callable[..., str]:
+    make, down = BROKERS[request.param]
+    reason = down()
+    if reason is not None:
+        pytest.skip(reason)
+    return make
+
+
+def needs_amqp() -> None:
+    reason = amqp_down()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@asynccontextmanager
+async def worker_on(store: str, broker: str) -> AsyncIterator[Worker]:
+    async with Worker.open(accounts, store=store, broker=broker) as worker:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.ready(), WAIT)
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            await task
+
+
+async def test_send_returns_the_message_id_of_what_it_queued(
+    make_broker: Callable[..., str],
+) -> None:
+    broker = make_broker()
+    async with Client.open(broker) as client:
+        assert await client.send(A1, Deposit(3), message_id="mine") == "mine"
+        made = await client.send(A1, Deposit(4))
+        later = await client.send(A1, Deposit(5))
+        got: asyncio.Queue[Delivery] = asyncio.Queue()
+
+        async def keep(delivery: Delivery) -> None:
+            await got.put(delivery)
+
+        await client.queue.consume(keep)
+        deliveries = [await asyncio.wait_for(got.get(), WAIT) for _ in range(3)]
+    decoder = CommandDecoder([accounts])
+    commands = []
+    for d in deliveries:
+        envelope = decoder.envelope(d.body)
+        assert d.message_id == envelope.message_id
+        commands.append((envelope.message_id, decoder.command(envelope)))
+    assert commands == [
+        ("mine", (A1, Deposit(3))),
+        (made, (A1, Deposit(4))),
+        (later, (A1, Deposit(5))),
+    ]
+    assert made != later and len(made) == 32
+    assert made < later  # k-ordered
+
+
+async def test_many_concurrent_requests_each_get_their_own_reply(
+    tmp_path: Path, make_broker: Callable[..., str]
+) -> None:
+    broker = make_broker()
+    actors = [accounts(f"c{n}") for n in range(50)]
+    async with worker_on(f"sqlite:///{tmp_path / 's.db'}", broker) as worker:
+        async with Client.open(broker) as client:
+            replies = await asyncio.gather(
+                *(
+                    client.request(a, Deposit(k + 1), message_id=f"{a.id}-{k}", timeout=WAIT)
+                    for k in range(6)
+                    for a in actors
+                )
+            )
+        assert [r.message_id for r in replies] == [f"{a.id}-{k}" for k in range(6) for a in actors]
+        assert all(
+            r.status == "ok" and r.actor == a for r, a in zip(replies, actors * 6, strict=True)
+        )
+        states = [await worker.runtime.state(a) for a in actors]
+    assert all(s == Account(balance=21) for s in states)
+
+
+async def test_a_request_nobody_answers_times_out_and_stays_queued(
+    tmp_path: Path, make_broker: Callable[..., str]
+) -> None:
+    broker = make_broker()
+    async with Client.open(broker) as client:
+        with pytest.raises(CommandTimeout) as caught:
+            await client.request(A1, Deposit(9), message_id="late", timeout=0.2)
+        assert isinstance(caught.value, TimeoutError)
+        assert "late" in str(caught.value)
+        async with worker_on(f"sqlite:///{tmp_path / 's.db'}", broker) as worker:
+            # A later request with the same id gets the answer of the queued one.
+            reply = await client.request(A1, Deposit(9), message_id="late", timeout=WAIT)
+            assert reply.status in ("ok", "duplicate")
+            assert await worker.runtime.state(A1) == Account(balance=9)
+
+
+async def test_a_malformed_reply_is_ignored_and_the_real_one_still_counts(
+    make_broker: Callable[..., str],
+) -> None:
+    broker = make_broker()
+    async with Client.open(broker) as client:
+        replier = await open_queue(broker)
+        try:
+            got: asyncio.Queue[Delivery] = asyncio.Queue()
+
+            async def keep(delivery: Delivery) -> None:
+                await got.put(delivery)
+
+            await replier.consume(keep)
+            request = asyncio.create_task(client.request(A1, Open("x"), message_id="r1"))
+            delivery = await asyncio.wait_for(got.get(), WAIT)
+            assert delivery.reply_to
+            await replier.reply(delivery.reply_to, b"\xc1junk", correlation_id="r1")
+            real = Reply(message_id="r1", actor_type="account", actor_id="a1", status="ok")
+            await replier.reply(delivery.reply_to, encode_reply(real), correlation_id="r1")
+            assert await asyncio.wait_for(request, WAIT) == real
+            await delivery.ack()
+        finally:
+            await replier.aclose()
+
+
+async def test_closing_fails_waiting_requests_and_refuses_new_ones(
+    make_broker: Callable[..., str],
+) -> None:
+    client = await Client.open(make_broker())
+    waiting = asyncio.create_task(client.request(A1, Open("x"), timeout=WAIT))
+    while not client._waiting:
+        await asyncio.sleep(0.01)
+    await client.aclose()
+    await client.aclose()  # idempotent
+    with pytest.raises(ClosedError):
+        await waiting
+    with pytest.raises(ClosedError):
+        await client.send(A1, Open("x"))
+
+
+async def test_too_large_a_command_is_refused_before_sending(
+    make_broker: Callable[..., str],
+) -> None:
+    async with Client.open(make_broker(), max_message=64) as client:
+        with pytest.raises(PayloadTooLarge):
+            await client.send(A1, Open("x" * 100))
+
+
+async def test_the_broker_url_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SOURCERY_BROKER", raising=False)
+    with pytest.raises(ConfigurationError, match="SOURCERY_BROKER"):
+        Client.open()
+    url = memory_url()
+    monkeypatch.setenv("SOURCERY_BROKER", url)
+    async with Client.open() as client:
+        await client.send(A1, Open("x"))
+    async with Client.open(url) as other:
+        assert isinstance(other.queue, type(client.queue))
+
+
+async def test_an_unreachable_broker_is_broker_unavailable() -> None:
+    with pytest.raises(BrokerUnavailable, match="cannot connect"):
+        await AmqpQueue.open("amqp://guest:guest@127.0.0.1:1/?prefix=nowhere")
+
+
+def _close_connection(name: str) -> bool:
+    """Have RabbitMQ close the connection the client named ``name`` (as a broker restart
+    would, for that connection alone)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    pids = [line.split("\t")[0] for line in listed.splitlines() if name in line]
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    return bool(pids)
+
+
+async def test_after_a_lost_connection_sends_wait_for_the_reconnection_and_workers_resume(
+    tmp_path: Path,
+) -> None:
+    needs_amqp()
+    broker = amqp_url()
+    client_name = f"client-{uuid.uuid4().hex}"
+    worker_name = f"worker-{uuid.uuid4().hex}"
+    async with (
+        Client.open(f"{broker}&name={client_name}") as client,
+        worker_on(f"sqlite:///{tmp_path / 's.db'}", f"{broker}&name={worker_name}") as worker,
+    ):
+        assert (await client.request(A1, Deposit(1), timeout=WAIT)).status == "ok"
+        assert _close_connection(client_name)
+        assert _close_connection(worker_name)
+        # Sent while both connections are being restored: confirmed once they are back.
+        ids = await asyncio.gather(*(client.send(A1, Deposit(1)) for _ in range(20)))
+        assert len(set(ids)) == 20
+        reply = await client.request(A1, Deposit(1), timeout=WAIT * 2)
+        assert reply.status == "ok"
+        async with asyncio.timeout(WAIT):
+            while worker.stats.applied < 22:
+                await asyncio.sleep(0.05)
+        assert (await worker.runtime.state(A1)).balance == 22
