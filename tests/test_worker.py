@@ -23,6 +23,7 @@ from sourcery.queues import CommandQueue, Consumer, DeadLetter, Delivery, open_q
 from sourcery.records import ActorRef
 from sourcery.runtime import Runtime
 from sourcery.stores import open_store
+from sourcery.topics import open_bus
 from sourcery.wire import Reply, decode_reply
 from sourcery.worker import Worker
 
@@ -418,3 +419,32 @@ async def test_one_actors_commands_are_applied_in_the_order_sent(
             await until(lambda: worker.stats.applied >= 6 * 40)
             states = [await worker.runtime.state(a) for a in actors]
     assert states == [tuple(range(40))] * 6
+
+
+# -- publishing --------------------------------------------------------------------------
+
+
+async def test_a_worker_with_an_event_bus_publishes_what_it_committed(
+    store: str, make_broker: Callable[..., str]
+) -> None:
+    broker = make_broker()
+    events = f"memory://events-{uuid.uuid4().hex}"
+    bus = await open_bus(events)
+    try:
+        async with (
+            bus.subscribe(["account.*"], queue="audit") as subscription,
+            Worker.open(APP, store=store, broker=broker, events=events) as worker,
+            running(worker),
+            Client.open(broker) as client,
+        ):
+            await client.request(A1, Open("ann"), message_id="o1", timeout=WAIT)
+            await client.request(A1, Deposit(4), message_id="d1", timeout=WAIT)
+            await client.request(logs("l9"), Append(1), timeout=WAIT)
+            got = [await asyncio.wait_for(anext(subscription), WAIT) for _ in range(2)]
+    finally:
+        await bus.aclose()
+    assert [(d.routing_key, d.initiated_by) for d in got] == [
+        ("account.Opened", "o1"),
+        ("account.Deposited", "d1"),
+    ]
+    assert worker.publisher is not None and worker.publisher.published == 3

@@ -822,6 +822,12 @@ def _worker_parsers(commands: Any) -> None:
     worker.add_argument("--cache", metavar="URL", help="default: $SOURCERY_CACHE (none)")
     worker.add_argument("--broker", metavar="URL", help="default: $SOURCERY_BROKER")
     worker.add_argument("--name", metavar="NAME", help="the worker's name in its writer id")
+    worker.add_argument(
+        "--events",
+        metavar="URL",
+        help="also publish committed events on this bus, e.g. the broker's URL"
+        " (default: $SOURCERY_EVENTS, else none)",
+    )
     worker.set_defaults(run=_worker)
 
     send = commands.add_parser(
@@ -865,8 +871,9 @@ async def _working(
 
     broker = broker_url(args.broker)
     url = store_url(args.store)
+    events = args.events or os.environ.get("SOURCERY_EVENTS") or None
     async with Worker.open(
-        types, store=url, broker=broker, cache=args.cache, writer=args.name
+        types, store=url, broker=broker, cache=args.cache, writer=args.name, events=events
     ) as worker:
         loop = asyncio.get_running_loop()
         handled: list[signal.Signals] = []
@@ -881,6 +888,7 @@ async def _working(
             out.print(
                 f"worker {escape(worker.runtime.writer)} running {escape(names)} on "
                 f"{escape(redact(url))}, commands from {escape(redact(broker or ''))}"
+                + (f", events to {escape(redact(events))}" if events else "")
             )
             _flush(out)
             await worker.run()

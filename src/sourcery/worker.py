@@ -37,9 +37,11 @@ from .errors import (
     SourceryError,
     StoreUnavailable,
 )
+from .publishing import Publisher
 from .queues import CommandQueue, Delivery, open_queue
 from .records import ActorRef
 from .runtime import Runtime
+from .topics import EventBus, open_bus
 from .wire import (
     DEFAULT_MAX_MESSAGE,
     CommandDecoder,
@@ -83,11 +85,15 @@ class Worker:
         actor_types: Iterable[ActorType[Any, Any, Any]],
         *,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        bus: EventBus | None = None,
         owns: bool = False,
     ) -> None:
-        """Work on an open runtime and queue; ``owns`` closes both with the worker."""
+        """Work on an open runtime and queue; ``owns`` closes them (and ``bus``) with the
+        worker. With a ``bus``, ``run`` also publishes the store's committed events on it."""
         self.runtime = runtime
         self.queue = queue
+        self.bus = bus
+        self.publisher: Publisher | None = None
         self.decoder = CommandDecoder(actor_types, max_size=max_message)
         self.stats = WorkerStats()
         self._owns = owns
@@ -110,10 +116,12 @@ class Worker:
         broker: str | None = None,
         cache: str | None = None,
         writer: str | None = None,
+        events: str | None = None,
         max_message: int = DEFAULT_MAX_MESSAGE,
     ) -> _Opening:
         """Open the store (``SOURCERY_STORE``), the cache (``SOURCERY_CACHE``, optional) and
-        the command queue (``SOURCERY_BROKER``) for the actor types ``app``."""
+        the command queue (``SOURCERY_BROKER``) for the actor types ``app``; with
+        ``events`` (an event bus URL), also publish every committed event there."""
         types = [app] if isinstance(app, ActorType) else list(app)
         url = broker_url(broker)
         if url is None:
@@ -121,7 +129,7 @@ class Worker:
         options: dict[str, Any] = {"cache": cache}
         if writer is not None:
             options["writer"] = writer
-        return _Opening(cls, types, store, url, options, max_message)
+        return _Opening(cls, types, store, url, options, max_message, events)
 
     async def __aenter__(self) -> Worker:
         return self
@@ -147,14 +155,21 @@ class Worker:
         self._running = True
         self._done.clear()
         try:
-            consumer = await self.queue.consume(self._handle)
-            self._consuming.set()
-            try:
-                log.info("worker %s taking commands", self.runtime.writer)
-                await self._stopping.wait()
-            finally:
-                await consumer.cancel()
-                await self._idle.wait()
+            async with contextlib.AsyncExitStack() as stack:
+                if self.bus is not None:
+                    # Entered first, left last: a last pass publishes what the commands
+                    # under way at the stop committed.
+                    self.publisher = await stack.enter_async_context(
+                        Publisher.running(self.runtime.store, self.bus)
+                    )
+                consumer = await self.queue.consume(self._handle)
+                self._consuming.set()
+                try:
+                    log.info("worker %s taking commands", self.runtime.writer)
+                    await self._stopping.wait()
+                finally:
+                    await consumer.cancel()
+                    await self._idle.wait()
         finally:
             self._running = False
             self._consuming.clear()
@@ -175,6 +190,8 @@ class Worker:
         if self._owns:
             try:
                 await self.queue.aclose()
+                if self.bus is not None:
+                    await self.bus.aclose()
             finally:
                 await self.runtime.aclose()
 
@@ -240,6 +257,8 @@ class Worker:
         else:
             self.stats.applied += 1
             status = "ok"
+            if self.publisher is not None and outcome.events:
+                self.publisher.wake()
         await self._reply(delivery, message_id, actor, status, outcome=outcome)
         await delivery.ack()
 
@@ -321,8 +340,10 @@ class _Opening:
         broker: str,
         options: dict[str, Any],
         max_message: int,
+        events: str | None,
     ) -> None:
         self._cls = cls
+        self._events = events
         self._types = types
         self._store = store
         self._broker = broker
@@ -331,18 +352,21 @@ class _Opening:
         self._worker: Worker | None = None
 
     async def _open(self) -> Worker:
-        runtime = await Runtime.open(self._store, self._types, **self._options)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            runtime = await Runtime.open(self._store, self._types, **self._options)
+            stack.push_async_callback(runtime.aclose)
             queue = await open_queue(self._broker)
-        except BaseException:
-            await runtime.aclose()
-            raise
-        try:
-            return self._cls(runtime, queue, self._types, max_message=self._max_message, owns=True)
-        except BaseException:
-            await queue.aclose()
-            await runtime.aclose()
-            raise
+            stack.push_async_callback(queue.aclose)
+            bus = None
+            if self._events:
+                bus = await open_bus(self._events)
+                stack.push_async_callback(bus.aclose)
+            worker = self._cls(
+                runtime, queue, self._types, max_message=self._max_message, bus=bus, owns=True
+            )
+            stack.pop_all()
+            return worker
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def __await__(self) -> Generator[Any, None, Worker]:
         return self._open().__await__()
