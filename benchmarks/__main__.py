@@ -25,6 +25,7 @@ from sourcery.examples.bank import Deposit, accounts
 from sourcery.ids import IdGenerator, id_to_bytes
 from sourcery.stores.sqlite import MIGRATIONS
 
+from .broker import bench_raw_broker, bench_workers
 from .divergence import bench_resolution, paths
 from .services import bench_cache, bench_postgres
 from .workloads import Add, tally
@@ -194,6 +195,7 @@ def main() -> int:
     parser.add_argument("--history", type=int, default=1_000_000)
     parser.add_argument("--branches", default="1000,10000,100000")
     parser.add_argument("--postgres-commands", type=int, default=20_000)
+    parser.add_argument("--broker-commands", type=int, default=20_000)
     parser.add_argument(
         "--skip-services", action="store_true", help="only the embedded figures (no servers)"
     )
@@ -227,6 +229,19 @@ def main() -> int:
             lambda: asyncio.run(bench_postgres(args.actors, args.postgres_commands)),
         )
         _run(results, "cache", lambda: asyncio.run(bench_cache(200)))
+        _run(
+            results,
+            "rabbitmq raw",
+            lambda: asyncio.run(bench_raw_broker(args.actors, args.broker_commands)),
+        )
+        _run(
+            results,
+            "rabbitmq workers",
+            lambda: asyncio.run(bench_workers(args.actors, args.broker_commands)),
+        )
+        results["rabbitmq_ratio_to_raw"] = (
+            results["rabbitmq_commands_per_s"] / results["rabbitmq_raw_per_s"]
+        )
     results["sqlite_ratio_to_raw"] = (
         results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
     )

@@ -1,0 +1,361 @@
+"""RabbitMQ figures: the raw broker rate, and commands/s through ``sourcery worker``
+processes, measured in the same run on the same topology.
+
+The raw figure is the ceiling for the service deployment: the same messages (command
+envelopes of the bank example), published persistent with publisher confirms through a
+consistent-hash exchange onto durable quorum queues with a single active consumer each,
+consumed with a prefetch and acknowledged one by one, by as many consumer processes as
+the end-to-end run has workers, while as many senders publish concurrently as it has.
+
+Run as ``python -m benchmarks.broker consume URL`` it is one such consumer process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sourcery.config import AmqpSettings, parse_amqp_url
+from sourcery.examples.bank import Deposit, Open, accounts
+from sourcery.ids import format_id, new_id
+from sourcery.records import ActorRef
+from sourcery.wire import encode_command
+
+Results = dict[str, float]
+
+AMQP = os.environ.get("SOURCERY_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+WORKERS = 2
+"""Worker processes in the end-to-end run, and so consumer processes in the raw one."""
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings(prefix: str) -> AmqpSettings:
+    return parse_amqp_url(f"{AMQP}?prefix={prefix}")
+
+
+def workload(actors: int, commands: int) -> list[list[tuple[ActorRef, object]]]:
+    """Per actor, in order: Open, then Deposits; ``commands`` in all (rounded down)."""
+    per_actor = max(commands // actors, 1)
+    plan: list[list[tuple[ActorRef, object]]] = []
+    for i in range(actors):
+        ref = accounts(f"acct-{i}")
+        plan.append([(ref, Open(f"owner-{i}"))] + [(ref, Deposit(1))] * (per_actor - 1))
+    return plan
+
+
+# --- raw broker -------------------------------------------------------------------------
+
+
+async def _declare(settings: AmqpSettings) -> None:
+    """The workers' command topology, declared by the code that declares it for them."""
+    from sourcery.queues import open_queue
+
+    queue = await open_queue(f"{AMQP}?prefix={settings.prefix}")
+    await queue.aclose()
+
+
+async def delete_names(settings: AmqpSettings) -> None:
+    """Every queue and exchange a benchmark run made under its prefix."""
+    import aio_pika
+
+    connection = await aio_pika.connect(settings.url)
+    async with connection:
+        channel = await connection.channel()
+        for index in range(settings.queues):
+            await channel.queue_delete(settings.command_queue(index))
+        await channel.queue_delete(settings.dead_letter_queue)
+        for name in (
+            settings.commands_exchange,
+            f"{settings.prefix}.dead",
+            settings.events_exchange,
+        ):
+            await channel.exchange_delete(name)
+
+
+async def consume(url: str) -> None:
+    """One raw consumer process: every command queue, ack each message; report on stdout
+    ``ready`` once consuming, then ``<acked> <monotonic time of the last ack>`` lines."""
+    import aio_pika
+
+    settings = parse_amqp_url(url)
+    acked = 0
+    last = 0.0
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal acked, last
+        await message.ack()
+        acked += 1
+        last = time.monotonic()
+
+    connection = await aio_pika.connect(settings.url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=settings.prefetch)
+        for index in range(settings.queues):
+            queue = await channel.get_queue(settings.command_queue(index), ensure=False)
+            await queue.consume(on_message)
+        print("ready", flush=True)
+        shown = -1
+        while True:
+            await asyncio.sleep(0.02)
+            if acked != shown:
+                shown = acked
+                print(f"{acked} {last}", flush=True)
+
+
+@dataclass
+class _Consumers:
+    """Raw consumer processes and what they last reported."""
+
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    acked: list[int] = field(default_factory=list)
+    last: list[float] = field(default_factory=list)
+    total: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self, url: str, count: int) -> None:
+        for _ in range(count):
+            self.processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "benchmarks.broker",
+                    "consume",
+                    url,
+                    stdout=asyncio.subprocess.PIPE,
+                    cwd=_ROOT,
+                )
+            )
+            self.acked.append(0)
+            self.last.append(0.0)
+        # All started before any waits, as the workers are: which one becomes the active
+        # consumer of each queue is then up to the broker, as it is for them.
+        for process in self.processes:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a raw consumer did not start: {line!r}")
+
+    async def follow(self, index: int) -> None:
+        stdout = self.processes[index].stdout
+        assert stdout is not None
+        async for line in stdout:
+            acked, last = line.split()
+            self.acked[index], self.last[index] = int(acked), float(last)
+            if sum(self.acked) >= self.total:
+                self.done.set()
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in self.processes:
+            await process.wait()
+
+
+async def bench_raw_broker(actors: int, commands: int, consumers: int = WORKERS) -> Results:
+    """Messages fully through the broker per second: published, confirmed, consumed and
+    acknowledged, with ``actors`` concurrent senders (one per actor, each message after
+    the previous one's confirm) and ``consumers`` consumer processes."""
+    import aio_pika
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = _settings(prefix)
+    plan = workload(actors, commands)
+    total = sum(len(messages) for messages in plan)
+    bodies = []
+    for messages in plan:
+        own = []
+        for ref, command in messages:
+            message_id = format_id(new_id())
+            own.append(
+                (f"{ref.type}/{ref.id}", message_id, encode_command(ref, command, message_id))
+            )
+        bodies.append(own)
+    size = len(bodies[0][-1][2])
+    group = _Consumers(total=total)
+    try:
+        await _declare(settings)
+        await group.start(f"{AMQP}?prefix={prefix}", consumers)
+        followers = [asyncio.create_task(group.follow(i)) for i in range(consumers)]
+        connection = await aio_pika.connect(settings.url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(settings.commands_exchange, ensure=False)
+
+            async def sender(messages: Sequence[tuple[str, str, bytes]]) -> None:
+                for key, message_id, body in messages:
+                    await exchange.publish(
+                        aio_pika.Message(
+                            body,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            message_id=message_id,
+                        ),
+                        routing_key=key,
+                    )
+
+            start = time.monotonic()
+            await asyncio.gather(*(sender(messages) for messages in bodies))
+            published = time.monotonic() - start
+            await asyncio.wait_for(group.done.wait(), 120)
+            through = max(group.last) - start
+        for task in followers:
+            task.cancel()
+        shares = sorted(group.acked, reverse=True)
+    finally:
+        await group.stop()
+        await delete_names(settings)
+    return {
+        "rabbitmq_raw_messages": total,
+        "rabbitmq_raw_message_bytes": size,
+        "rabbitmq_raw_publish_per_s": total / published,
+        "rabbitmq_raw_per_s": total / through,
+        "rabbitmq_raw_busiest_consumer_share": shares[0] / total,
+    }
+
+
+# --- end to end ------------------------------------------------------------------------
+
+
+async def _consumers(settings: AmqpSettings) -> list[int]:
+    """The consumers each command queue reports (only the active one, with a single
+    active consumer)."""
+    import aio_pika
+
+    counts: list[int] = []
+    connection = await aio_pika.connect(settings.url)
+    async with connection:
+        channel = await connection.channel()
+        for index in range(settings.queues):
+            queue = await channel.declare_queue(settings.command_queue(index), passive=True)
+            result = queue.declaration_result
+            counts.append(result.consumer_count or 0)
+    return counts
+
+
+async def _start_workers(
+    store: str, broker: str, settings: AmqpSettings, count: int
+) -> list[asyncio.subprocess.Process]:
+    """``count`` ``sourcery worker`` processes, all started before any is waited for (so
+    which one becomes the active consumer of each queue is up to the broker), returned
+    once each said it runs and every queue has a consumer."""
+    executable = Path(sys.executable).with_name("sourcery")
+    processes = [
+        await asyncio.create_subprocess_exec(
+            str(executable),
+            "worker",
+            "sourcery.examples.bank:accounts",
+            "--store",
+            store,
+            "--broker",
+            broker,
+            "--name",
+            f"bench{i}",
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "1000"},
+            cwd=_ROOT,
+        )
+        for i in range(count)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        if not line.startswith(b"worker "):
+            raise RuntimeError(f"a worker did not start: {line!r}")
+    # A queue with a single active consumer reports only that one: wait until every queue
+    # has it, then give the other workers' (waiting) consumers a moment to register too.
+    try:
+        async with asyncio.timeout(30):
+            while min(await _consumers(settings)) < 1:
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise RuntimeError("the workers did not consume every queue within 30 s") from None
+    await asyncio.sleep(1)
+    return processes
+
+
+async def _stop(processes: Sequence[asyncio.subprocess.Process]) -> None:
+    for process in processes:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def bench_workers(actors: int, commands: int, workers: int = WORKERS) -> Results:
+    """Commands/s through ``workers`` ``sourcery worker`` processes on PostgreSQL: one
+    client, ``actors`` concurrent senders (one per actor, each command after the previous
+    one's confirm); every actor's last command is a request, whose reply (commands of
+    one actor are processed in order) says that all of that actor's commands are done."""
+    import asyncpg
+
+    from sourcery.client import Client
+
+    from .services import POSTGRES, _drop
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = _settings(prefix)
+    broker = f"{AMQP}?prefix={prefix}"
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    store = f"{POSTGRES}?schema={schema}&pool_size=4"
+    plan = workload(actors, commands)
+    total = sum(len(messages) for messages in plan)
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        processes = await _start_workers(store, broker, settings, workers)
+        async with Client.open(broker) as client:
+
+            async def sender(messages: Sequence[tuple[ActorRef, object]]) -> None:
+                *rest, (ref, last) = messages
+                for actor, command in rest:
+                    await client.send(actor, command)
+                await client.request(ref, last, timeout=120)
+
+            start = time.monotonic()
+            await asyncio.gather(*(sender(messages) for messages in plan))
+            elapsed = time.monotonic() - start
+        con = await asyncpg.connect(POSTGRES)
+        try:
+            rows = await con.fetch(
+                f'SELECT writer, count(*) AS n FROM "{schema}".events GROUP BY writer'
+            )
+        finally:
+            await con.close()
+    finally:
+        await _stop(processes)
+        async with asyncio.timeout(60):
+            await delete_names(settings)
+        await _drop(schema)
+    written = sum(row["n"] for row in rows)
+    busiest = max((row["n"] for row in rows), default=0)
+    return {
+        "rabbitmq_commands": total,
+        "rabbitmq_commands_per_s": total / elapsed,
+        "rabbitmq_events_written": written,
+        "rabbitmq_busiest_worker_share": busiest / max(written, 1),
+    }
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 2 and argv[0] == "consume":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(consume(argv[1]))
+        return 0
+    print("usage: python -m benchmarks.broker consume AMQP_URL", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
