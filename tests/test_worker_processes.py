@@ -1,0 +1,371 @@
+"""Workers as real processes on a real broker and a shared PostgreSQL store.
+
+Three ``sourcery worker`` processes consume one deployment's command queues while clients
+send 20,000 commands to 1,000 actors and wait for each confirmation; one worker is killed
+with SIGKILL twice. Every confirmed command must then be applied exactly once, in the order
+its client sent it, and without a fault no actor may ever get a second head. With isolation
+broken on purpose (no single active consumer) two workers write the same actors at once:
+siblings appear, and the next reader heals them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import pytest
+from services import POSTGRES, TEST_SCHEMA_PREFIX, amqp_down, amqp_url, postgres_down
+from worker_app import Append, Log, logs
+
+from sourcery import ActorRef, Runtime
+from sourcery.client import Client
+from sourcery.errors import BrokerError
+from sourcery.records import SnapshotRecord
+from sourcery.stores import Store, open_store
+
+pytestmark = [
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
+    pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down())),
+    pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down())),
+]
+
+TESTS_DIR = Path(__file__).resolve().parent
+GUARD = 240.0
+"""A guard against a hung run, not a speed check."""
+
+
+def postgres_url() -> tuple[str, str]:
+    schema = f"{TEST_SCHEMA_PREFIX}w{uuid.uuid4().hex[:12]}"
+    return f"{POSTGRES}?schema={schema}", schema
+
+
+class Workers:
+    """``sourcery worker worker_app:logs`` processes, each logging to a file of its own."""
+
+    def __init__(self, tmp: Path, store: str, broker: str) -> None:
+        self.tmp = tmp
+        self.store = store
+        self.broker = broker
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.killed = 0
+        self.victims: list[str] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p
+        )
+        log = (self.tmp / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sourcery",
+                "worker",
+                "worker_app:logs",
+                "--store",
+                self.store,
+                "--broker",
+                self.broker,
+                "--name",
+                f"w{len(self.procs)}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def kill_busiest(self) -> None:
+        """SIGKILL the live worker that used the most CPU: the one holding queues."""
+        victim = max(self.alive(), key=_cpu_ticks)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(30)
+        self.killed += 1
+        self.victims.append(f"w{self.procs.index(victim)}")
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- worker {i} (exit {p.poll()}):\n" + (self.tmp / f"worker-{i}.log").read_text()
+            for i, p in enumerate(self.procs)
+        )
+
+    def stop(self) -> None:
+        for p in self.alive():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+
+def _cpu_ticks(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@contextmanager
+def workers(tmp: Path, store: str, broker: str, count: int) -> Iterator[Workers]:
+    group = Workers(tmp, store, broker)
+    for _ in range(count):
+        group.start()
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Store]:
+    store = await open_store(url)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def event_count(store_url: str, schema: str) -> int:
+    import asyncpg
+
+    con = await asyncpg.connect(POSTGRES)
+    try:
+        value = await con.fetchval(f'SELECT count(*) FROM "{schema}".events')
+    finally:
+        await con.close()
+    return int(value)
+
+
+async def writer_names(schema: str) -> set[str]:
+    import asyncpg
+
+    con = await asyncpg.connect(POSTGRES)
+    try:
+        rows = await con.fetch(
+            f"SELECT DISTINCT split_part(writer, '.', 1) FROM \"{schema}\".events"
+        )
+    finally:
+        await con.close()
+    return {row[0] for row in rows}
+
+
+async def wait_for_events(store_url: str, schema: str, expected: int, group: Workers) -> None:
+    deadline = time.monotonic() + GUARD
+    while (count := await event_count(store_url, schema)) < expected:
+        assert time.monotonic() < deadline, (
+            f"{count} of {expected} events after {GUARD}s\n{group.logs()}"
+        )
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # room for a command applied twice to show
+
+
+def linear(snapshots: list[SnapshotRecord]) -> bool:
+    """Whether the snapshots form one chain: never two heads at any time."""
+    parents = [s.parents for s in snapshots]
+    if any(len(p) > 1 for p in parents):
+        return False
+    named = [p[0] for p in parents if p]
+    roots = sum(1 for p in parents if not p)
+    return roots <= 1 and len(set(named)) == len(named)
+
+
+async def send_all(
+    broker: str, actors: int, per_actor: int, clients: int, stop_after: dict[int, asyncio.Event]
+) -> dict[str, list[int]]:
+    """Each actor gets ``per_actor`` commands in sequence, each sent only once the previous
+    one was confirmed; returns the confirmed sequence numbers per actor. ``stop_after[k]``
+    is set once ``k`` commands were confirmed."""
+    confirmed: dict[str, list[int]] = {f"a{i}": [] for i in range(actors)}
+    done = 0
+
+    async def one_actor(client: Client, client_name: str, actor: str) -> None:
+        nonlocal done
+        for seq in range(per_actor):
+            await client.send(
+                logs(actor), Append(client_name, seq), message_id=f"{actor}:{client_name}:{seq}"
+            )
+            confirmed[actor].append(seq)
+            done += 1
+            for k, event in stop_after.items():
+                if done >= k:
+                    event.set()
+
+    async def one_client(k: int) -> None:
+        async with Client.open(broker) as client:
+            await asyncio.gather(
+                *(one_actor(client, f"c{k}", f"a{i}") for i in range(k, actors, clients))
+            )
+
+    await asyncio.gather(*(one_client(k) for k in range(clients)))
+    return confirmed
+
+
+async def check_applied(store_url: str, confirmed: dict[str, list[int]], *, chains: bool) -> None:
+    """Every confirmed command applied exactly once, in its client's order."""
+    async with opened(store_url) as store:
+        rt = Runtime(store, [logs])
+        async with rt:
+            for actor, seqs in confirmed.items():
+                state: Log = await rt.state(logs(actor))
+                got = [seq for _, seq in state.entries]
+                assert got == seqs, f"{actor}: applied {got}, confirmed {seqs}"
+                if chains:
+                    snapshots = await store.snapshots(ActorRef("log", actor))
+                    assert snapshots, f"{actor} never snapshotted"
+                    assert linear(snapshots), f"{actor} got two heads"
+
+
+async def test_three_workers_apply_every_confirmed_command_once_through_two_kills(
+    tmp_path: Path,
+) -> None:
+    store_url, schema = postgres_url()
+    broker = amqp_url(queues=8)
+    actors, per_actor = 1000, 20
+    total = actors * per_actor
+    first, second = asyncio.Event(), asyncio.Event()
+    with workers(tmp_path, store_url, broker, 3) as group:
+        sending = asyncio.create_task(
+            send_all(broker, actors, per_actor, 4, {total // 3: first, 2 * total // 3: second})
+        )
+        for moment in (first, second):
+            await asyncio.wait_for(moment.wait(), GUARD)
+            await asyncio.to_thread(group.kill_busiest)
+            group.start()  # a replacement, so that three keep running
+        confirmed = await asyncio.wait_for(sending, GUARD)
+        await wait_for_events(store_url, schema, total, group)
+        assert group.killed == 2
+    assert sum(len(s) for s in confirmed.values()) == total
+    assert await event_count(store_url, schema) == total
+    # The workers killed were busy: they had written events (writer ids are `name.<random>`).
+    assert set(group.victims) <= await writer_names(schema), group.victims
+    # Killed workers leave no concurrent writer behind: the history stays a chain.
+    await check_applied(store_url, confirmed, chains=True)
+
+
+async def test_without_faults_no_actor_ever_gets_two_heads(tmp_path: Path) -> None:
+    store_url, schema = postgres_url()
+    broker = amqp_url(queues=8)
+    actors, per_actor = 300, 12
+    with workers(tmp_path, store_url, broker, 3) as group:
+        confirmed = await asyncio.wait_for(send_all(broker, actors, per_actor, 3, {}), GUARD)
+        await wait_for_events(store_url, schema, actors * per_actor, group)
+    await check_applied(store_url, confirmed, chains=True)
+
+
+async def test_broken_isolation_makes_siblings_that_the_next_reader_heals(
+    tmp_path: Path,
+) -> None:
+    store_url, schema = postgres_url()
+    # One queue, no single active consumer: both workers take commands of the same actors.
+    broker = amqp_url(queues=1, single_active=0, prefetch=50)
+    actors, per_actor = 10, 60
+    with workers(tmp_path, store_url, broker, 2) as group:
+        await asyncio.sleep(3.0)  # both consume before the first command arrives
+        async with Client.open(broker) as client:
+            await asyncio.gather(
+                *(
+                    client.send(logs(f"a{i}"), Append("c", seq), message_id=f"a{i}:{seq}")
+                    for seq in range(per_actor)
+                    for i in range(actors)
+                )
+            )
+        await wait_for_events(store_url, schema, actors * per_actor, group)
+    refs = [ActorRef("log", f"a{i}") for i in range(actors)]
+    async with opened(store_url) as store:
+        forked = [ref for ref in refs if len(await store.heads(ref)) > 1]
+    assert forked, "two consumers on one queue should have written concurrent branches"
+    async with opened(store_url) as store:
+        rt = Runtime(store, [logs])
+        async with rt:
+            for ref in refs:
+                state: Log = await rt.state(ref)
+                assert sorted(seq for _, seq in state.entries) == list(range(per_actor)), ref
+            for ref in forked:
+                assert len(await store.heads(ref)) == 1, f"{ref} was not healed"
+    async with opened(store_url) as store:
+        rt = Runtime(store, [logs])
+        async with rt:  # a second reader sees the same merged state
+            for ref in refs:
+                state = await rt.state(ref)
+                assert len(state.entries) == per_actor
+
+
+async def test_the_broker_dropping_every_connection_loses_no_confirmed_command(
+    tmp_path: Path,
+) -> None:
+    store_url, schema = postgres_url()
+    broker = amqp_url(queues=4)
+    actors = 100
+    confirmed: dict[str, list[int]] = {f"a{i}": [] for i in range(actors)}
+    refused = 0
+    phase = "before"
+    after_restart = 0
+    done = asyncio.Event()
+
+    async def one_actor(client: Client, actor: str) -> None:
+        nonlocal refused, after_restart
+        seq = 0
+        while not done.is_set():
+            try:
+                await client.send(logs(actor), Append("c", seq), message_id=f"{actor}:{seq}")
+            except BrokerError:
+                refused += 1
+                await asyncio.sleep(0.2)
+                continue  # the same message id again: applied at most once whatever happened
+            confirmed[actor].append(seq)
+            after_restart += phase == "after"
+            seq += 1
+            await asyncio.sleep(random.uniform(0, 0.05))
+
+    async def restart_broker() -> None:
+        # The broker drops every connection (clients and workers) at once, as in a restart.
+        # A real `rabbitmqctl stop_app` on the shared test broker once hung the whole node
+        # (hundreds of quorum queues to stop), so CI does not stop the node itself.
+        nonlocal phase
+        await asyncio.sleep(2.0)
+        phase = "down"
+        await asyncio.to_thread(_rabbitmqctl, "close_all_connections", "broker restart test")
+        phase = "after"
+        deadline = time.monotonic() + GUARD
+        while after_restart < 500:  # the clients and workers are back
+            assert time.monotonic() < deadline, "no command was confirmed after the restart"
+            await asyncio.sleep(0.1)
+        done.set()
+
+    with workers(tmp_path, store_url, broker, 2) as group:
+        async with Client.open(broker) as client:
+            await asyncio.wait_for(
+                asyncio.gather(
+                    restart_broker(), *(one_actor(client, f"a{i}") for i in range(actors))
+                ),
+                GUARD,
+            )
+        total = sum(len(seqs) for seqs in confirmed.values())
+        await wait_for_events(store_url, schema, total, group)
+        assert all(p.poll() is None for p in group.procs), group.logs()
+    assert after_restart >= 500
+    assert total - after_restart > 500, "the restart should come in the middle of the run"
+    assert await event_count(store_url, schema) == total
+    await check_applied(store_url, confirmed, chains=False)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
