@@ -224,6 +224,7 @@ def _close_connection(name: str) -> bool:
     return bool(pids)
 
 
+@pytest.mark.broker_faults
 async def test_after_a_lost_connection_sends_wait_for_the_reconnection_and_workers_resume(
     tmp_path: Path,
 ) -> None:

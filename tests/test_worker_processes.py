@@ -308,6 +308,7 @@ async def test_broken_isolation_makes_siblings_that_the_next_reader_heals(
                 assert len(state.entries) == per_actor
 
 
+@pytest.mark.broker_faults
 async def test_the_broker_dropping_every_connection_loses_no_confirmed_command(
     tmp_path: Path,
 ) -> None:
