@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
-from services import amqp_down, delete_test_amqp_names, drop_test_schemas, postgres_down
+from services import (
+    amqp_down,
+    delete_test_amqp_names,
+    delete_used_amqp_names,
+    drop_test_schemas,
+    postgres_down,
+)
 
 settings.register_profile(
     "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -34,3 +40,13 @@ def _clean_amqp_names() -> Iterator[None]:
     yield
     if amqp_down() is None:
         asyncio.run(delete_test_amqp_names())
+
+
+@pytest.fixture(autouse=True)
+def _delete_used_amqp_names() -> Iterator[None]:
+    """Each test's queues go when it ends, so the broker never holds hundreds at once."""
+    yield
+    from services import USED_PREFIXES
+
+    if USED_PREFIXES and amqp_down() is None:
+        asyncio.run(delete_used_amqp_names())

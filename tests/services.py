@@ -27,10 +27,38 @@ def amqp_prefix() -> str:
     return f"{TEST_AMQP_PREFIX}-{next(_prefixes)}"
 
 
+USED_PREFIXES: list[tuple[str, int]] = []
+"""Prefixes (and queue counts) handed out since the last cleanup."""
+
+
 def amqp_url(prefix: str | None = None, **params: object) -> str:
-    """The test broker's URL with Sourcery's parameters (a fresh ``prefix`` by default)."""
-    query = {"prefix": prefix or amqp_prefix(), **params}
+    """The test broker's URL with Sourcery's parameters (a fresh ``prefix`` by default).
+
+    Tests use 2 command queues unless they ask for more: every quorum queue is a Raft
+    cluster of its own, and hundreds of them overload a 2-core broker.
+    """
+    query = {"prefix": prefix or amqp_prefix(), "queues": 2, **params}
+    USED_PREFIXES.append((str(query["prefix"]), int(str(query["queues"]))))
     return AMQP + "?" + "&".join(f"{k}={v}" for k, v in query.items())
+
+
+async def delete_used_amqp_names() -> None:
+    """Delete the queues and exchanges of the prefixes handed out since the last call."""
+    import aio_pika
+
+    used = list(USED_PREFIXES)
+    USED_PREFIXES.clear()
+    if not used:
+        return
+    connection = await aio_pika.connect(AMQP, timeout=10)
+    async with connection:
+        for prefix, queues in used:
+            channel = await connection.channel()
+            for name in [f"{prefix}.commands.{i}" for i in range(queues)] + [f"{prefix}.dead"]:
+                await channel.queue_delete(name)
+            for name in (f"{prefix}.commands", f"{prefix}.dead", f"{prefix}.events"):
+                await channel.exchange_delete(name)
+            await channel.close()
 
 
 def amqp_down() -> str | None:
