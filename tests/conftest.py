@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 from services import (
     amqp_down,
+    amqp_url,
     delete_test_amqp_names,
     delete_used_amqp_names,
     drop_test_schemas,
+    memory_queue_url,
     postgres_down,
 )
 
@@ -50,3 +52,19 @@ def _delete_used_amqp_names() -> Iterator[None]:
 
     if USED_PREFIXES and amqp_down() is None:
         asyncio.run(delete_used_amqp_names())
+
+
+BROKERS: dict[str, tuple[Callable[..., str], Callable[[], str | None]]] = {
+    "memory": (memory_queue_url, lambda: None),
+    "amqp": (amqp_url, amqp_down),
+}
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def make_broker(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Makes broker URLs of one kind (in-process, then RabbitMQ), each with fresh names."""
+    make, down = BROKERS[request.param]
+    reason = down()
+    if reason is not None:
+        pytest.skip(reason)
+    return make

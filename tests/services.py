@@ -61,6 +61,12 @@ async def delete_used_amqp_names() -> None:
             await channel.close()
 
 
+def memory_queue_url(**params: object) -> str:
+    """A fresh in-process command queue; keyword arguments become URL parameters."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"memory://test-{uuid.uuid4().hex}" + (f"?{query}" if query else "")
+
+
 def amqp_down() -> str | None:
     parts = urlsplit(AMQP)
     try:

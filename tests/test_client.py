@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from services import amqp_down, amqp_url
+from services import amqp_down, amqp_url, memory_queue_url
 
 from sourcery.client import Client
 from sourcery.errors import (
@@ -28,26 +28,6 @@ from sourcery.worker import Worker
 
 WAIT = 10.0
 A1 = accounts("a1")
-
-
-def memory_url(**params: object) -> str:
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"memory://client-{uuid.uuid4().hex}" + (f"?{query}" if query else "")
-
-
-BROKERS: dict[str, tuple[Callable[..., str], Callable[[], str | None]]] = {
-    "memory": (memory_url, lambda: None),
-    "amqp": (amqp_url, amqp_down),
-}
-
-
-@pytest.fixture(params=sorted(BROKERS))
-def make_broker(request: pytest.FixtureRequest) -> Callable[..., str]:
-    make, down = BROKERS[request.param]
-    reason = down()
-    if reason is not None:
-        pytest.skip(reason)
-    return make
 
 
 def needs_amqp() -> None:
@@ -190,7 +170,7 @@ async def test_the_broker_url_comes_from_the_environment(
     monkeypatch.delenv("SOURCERY_BROKER", raising=False)
     with pytest.raises(ConfigurationError, match="SOURCERY_BROKER"):
         Client.open()
-    url = memory_url()
+    url = memory_queue_url()
     monkeypatch.setenv("SOURCERY_BROKER", url)
     async with Client.open() as client:
         await client.send(A1, Open("x"))

@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from services import amqp_down, amqp_url
 
 from sourcery.actor import ActorType
 from sourcery.client import Client
@@ -86,26 +85,6 @@ APP: list[ActorType[Any, Any, Any]] = [accounts, logs]
 
 
 # -- brokers and workers -----------------------------------------------------------------
-
-
-def memory_url(**params: object) -> str:
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"memory://worker-{uuid.uuid4().hex}" + (f"?{query}" if query else "")
-
-
-BROKERS: dict[str, tuple[Callable[..., str], Callable[[], str | None]]] = {
-    "memory": (memory_url, lambda: None),
-    "amqp": (amqp_url, amqp_down),
-}
-
-
-@pytest.fixture(params=sorted(BROKERS))
-def make_broker(request: pytest.FixtureRequest) -> Callable[..., str]:
-    make, down = BROKERS[request.param]
-    reason = down()
-    if reason is not None:
-        pytest.skip(reason)
-    return make
 
 
 @pytest.fixture
