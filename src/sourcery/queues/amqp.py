@@ -107,12 +107,12 @@ class AmqpDelivery:
     async def retry(self) -> None:
         await self._settle(self._message.nack(requeue=True))
 
-    async def dead(self, error_type: str, error: str) -> None:
+    async def dead(self, error_type: str, error: str, *, attempts: int | None = None) -> None:
         message = self._message
         headers: dict[str, Any] = {
             ERROR_TYPE_HEADER: error_type,
             ERROR_HEADER: error,
-            ATTEMPTS_HEADER: self.attempts,
+            ATTEMPTS_HEADER: self.attempts if attempts is None else attempts,
             ACTOR_HEADER: message.routing_key or "",
         }
         copy = aio_pika.Message(
