@@ -199,36 +199,30 @@ def main() -> int:
     parser.add_argument(
         "--skip-services", action="store_true", help="only the embedded figures (no servers)"
     )
+    parser.add_argument(
+        "--only",
+        choices=("embedded", "services", "broker"),
+        help="run one part: the embedded figures, every server's, or RabbitMQ's alone",
+    )
     parser.add_argument("--output", default="bench-results.json")
     args = parser.parse_args()
+    embedded = args.only in (None, "embedded")
+    services = not args.skip_services and args.only in (None, "services", "broker")
+    stores = args.only != "broker"
 
     results: Results = {}
     with tempfile.TemporaryDirectory(prefix="sourcery-bench-") as tmp:
         directory = Path(tmp)
-        _run(
-            results,
-            "commands",
-            lambda: asyncio.run(bench_commands(directory, args.actors, args.commands)),
-        )
-        _run(results, "raw sqlite", lambda: bench_raw_sqlite(directory, args.commands, 1000))
-        _run(results, "ids", lambda: bench_ids(1_000_000))
-        _run(results, "load", lambda: asyncio.run(bench_load(directory, args.load_events)))
-        _run(results, "memory", lambda: bench_memory(directory, args.memory_actors))
-        sizes = tuple(int(size) for size in args.branches.split(","))
-        _run(
-            results,
-            "resolution and replication",
-            lambda: asyncio.run(
-                bench_resolution(*_divergence_args(directory, args.history, sizes))
-            ),
-        )
-    if not args.skip_services:
-        _run(
-            results,
-            "postgres",
-            lambda: asyncio.run(bench_postgres(args.actors, args.postgres_commands)),
-        )
-        _run(results, "cache", lambda: asyncio.run(bench_cache(200)))
+        if embedded:
+            _embedded(results, directory, args)
+    if services:
+        if stores:
+            _run(
+                results,
+                "postgres",
+                lambda: asyncio.run(bench_postgres(args.actors, args.postgres_commands)),
+            )
+            _run(results, "cache", lambda: asyncio.run(bench_cache(200)))
         _run(
             results,
             "rabbitmq raw",
@@ -242,10 +236,10 @@ def main() -> int:
         results["rabbitmq_ratio_to_raw"] = (
             results["rabbitmq_commands_per_s"] / results["rabbitmq_raw_per_s"]
         )
-    results["sqlite_ratio_to_raw"] = (
-        results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
-    )
-
+    if embedded:
+        results["sqlite_ratio_to_raw"] = (
+            results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
+        )
     width = max(len(k) for k in results)
     for key, value in results.items():
         shown = f"{value:,.0f}" if value >= 100 else f"{value:,.3f}"
@@ -255,6 +249,24 @@ def main() -> int:
         f"written to {args.output} (one run on {os.cpu_count()} cores; compare runs, not a target)"
     )
     return 0
+
+
+def _embedded(results: Results, directory: Path, args: argparse.Namespace) -> None:
+    _run(
+        results,
+        "commands",
+        lambda: asyncio.run(bench_commands(directory, args.actors, args.commands)),
+    )
+    _run(results, "raw sqlite", lambda: bench_raw_sqlite(directory, args.commands, 1000))
+    _run(results, "ids", lambda: bench_ids(1_000_000))
+    _run(results, "load", lambda: asyncio.run(bench_load(directory, args.load_events)))
+    _run(results, "memory", lambda: bench_memory(directory, args.memory_actors))
+    sizes = tuple(int(size) for size in args.branches.split(","))
+    _run(
+        results,
+        "resolution and replication",
+        lambda: asyncio.run(bench_resolution(*_divergence_args(directory, args.history, sizes))),
+    )
 
 
 if __name__ == "__main__":
