@@ -488,6 +488,32 @@ async def test_concurrent_resends_write_once(tmp_path: Path) -> None:
     assert count(path) == 1
 
 
+async def test_resends_across_many_actors_are_recognised_with_shared_lookups(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "many.db"
+    refs = [bank.accounts(f"acct-{i}") for i in range(100)]
+    async with Runtime.open(url_of(path), [bank.accounts]) as rt:
+        sends = [(ref, f"m-{i}-{j}") for i, ref in enumerate(refs) for j in range(2)]
+        firsts = await asyncio.gather(*(rt.send(r, Deposit(1), message_id=m) for r, m in sends))
+        assert not any(o.duplicate for o in firsts)
+        before = dump(path)
+        queries = rt.store.stats.message_queries
+        # A redelivery of each, and of each again at the same time: all recognised.
+        again = await asyncio.gather(
+            *(rt.send(r, Deposit(1), message_id=m) for r, m in sends + sends)
+        )
+        assert all(o.duplicate for o in again)
+        assert [[e.id for e in o.events] for o in again] == [
+            [e.id for e in o.events] for o in firsts + firsts
+        ]
+        # The duplicate checks of concurrent commands went out together.
+        assert rt.store.stats.message_queries - queries < len(again) // 4
+        assert dump(path) == before
+        assert await rt.state(refs[7]) == Account(balance=2)
+    assert count(path) == len(sends)
+
+
 # -- snapshots -------------------------------------------------------------------------------
 
 

@@ -782,3 +782,81 @@ async def test_a_batch_with_only_a_checkpoint_commits(store: Store) -> None:
     await store.commit(CommitBatch(checkpoint=moved))
     assert await store.checkpoint("publish:x") == moved
     assert await store.read_events(Cursor(), 10) == []
+
+
+# -- message lookups -----------------------------------------------------------------------
+
+
+async def test_concurrent_message_lookups_share_queries_and_each_gets_its_own_answer(
+    store: Store,
+) -> None:
+    actors = [ActorRef("account", f"lookup-{i}") for i in range(40)]
+    stored = {
+        (ref, f"m-{j}"): MessageRecord(ref, f"m-{j}", (("w1", i * 10 + j),) if j % 2 else ())
+        for i, ref in enumerate(actors)
+        for j in range(5)
+    }
+    await store.commit(CommitBatch(messages=list(stored.values())))
+    # Hits, misses (an unknown id, a known id of another actor, an unknown actor), and the
+    # same key asked for several times at once.
+    asked = list(stored) * 2 + [(ref, "m-5") for ref in actors]
+    asked += [(ActorRef("account", "nobody"), "m-1"), (ActorRef("other", "lookup-1"), "m-1")]
+    before = store.stats.message_queries
+    found = await asyncio.gather(*(store.message(ref, m) for ref, m in asked))
+    assert found == [stored.get(key) for key in asked]
+    assert 1 <= store.stats.message_queries - before < len(asked) // 10
+
+
+async def test_a_message_lookup_sees_every_commit_that_returned_before_it(store: Store) -> None:
+    async def commit_then_find(i: int) -> MessageRecord | None:
+        ref = ActorRef("account", f"seen-{i}")
+        await store.commit(
+            CommitBatch(
+                events=[event(ref, "w1", 1)], messages=[MessageRecord(ref, "m", (("w1", 1),))]
+            )
+        )
+        return await store.message(ref, "m")
+
+    found = await asyncio.gather(*(commit_then_find(i) for i in range(60)))
+    assert found == [
+        MessageRecord(ActorRef("account", f"seen-{i}"), "m", (("w1", 1),)) for i in range(60)
+    ]
+
+
+async def test_concurrent_lookups_of_hostile_strings_each_find_exactly_their_own(
+    store: Store,
+) -> None:
+    refs = [ActorRef("account", s) for s in HOSTILE] + [ActorRef(s, "x") for s in HOSTILE]
+    stored = {
+        (ref, s): MessageRecord(ref, s, ((s, i + 1),))
+        for i, ref in enumerate(refs)
+        for s in HOSTILE[i % 3 :: 3]
+    }
+    await store.commit(CommitBatch(messages=list(stored.values())))
+    asked = [(ref, s) for ref in refs for s in HOSTILE]
+    found = await asyncio.gather(*(store.message(ref, m) for ref, m in asked))
+    assert found == [stored.get(key) for key in asked]
+    assert sum(f is not None for f in found) == len(stored)
+
+
+async def test_a_lookup_the_store_cannot_make_fails_alone(store: Store) -> None:
+    ref = ActorRef("account", "a")
+    await store.commit(CommitBatch(messages=[MessageRecord(ref, "m-1", (("w1", 1),))]))
+    # A NUL character: PostgreSQL refuses it in text, SQLite takes it (and finds nothing).
+    asked = ["m-1", "m\x00bad", "m-2", "m-1"]
+    found = await asyncio.gather(*(store.message(ref, m) for m in asked), return_exceptions=True)
+    assert found[0] == found[3] == MessageRecord(ref, "m-1", (("w1", 1),))
+    assert found[2] is None
+    assert found[1] is None or isinstance(found[1], StoreError)
+
+
+async def test_a_cancelled_lookup_leaves_the_others_answered(store: Store) -> None:
+    ref = ActorRef("account", "a")
+    await store.commit(CommitBatch(messages=[MessageRecord(ref, "m-1", ())]))
+    tasks = [asyncio.ensure_future(store.message(ref, m)) for m in ("m-1", "m-1", "m-2", "m-1")]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert [done[0], done[2], done[3]] == [MessageRecord(ref, "m-1", ()), None, done[0]]
+    assert await store.message(ref, "m-1") == MessageRecord(ref, "m-1", ())

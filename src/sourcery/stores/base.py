@@ -37,6 +37,8 @@ class StoreStats:
     packs_read: int = 0
     transactions: int = 0
     batches: int = 0
+    message_queries: int = 0
+    """Queries for message records: concurrent ``message`` calls share one."""
 
 
 @runtime_checkable
@@ -84,7 +86,10 @@ class Store(Protocol):
         """Every snapshot of the actor, oldest first. For inspection, not the hot path."""
 
     async def message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
-        """The record of an already processed message, if any."""
+        """The record of an already processed message, if any.
+
+        It sees every record committed before it was called. Concurrent calls may share
+        one query; one that the store cannot look up fails alone."""
 
     async def actors(self, limit: int = 100) -> list[ActorRef]:
         """Some actors this store holds events of, for inspection."""

@@ -36,7 +36,7 @@ from ..errors import (
     StoreError,
     StoreUnavailable,
 )
-from ..groupcommit import GroupCommitter
+from ..groupcommit import GroupCommitter, LookupBatcher
 from ..records import (
     BEGINNING,
     ActorRef,
@@ -54,6 +54,7 @@ from ..records import (
 from .base import StoreStats
 from .rows import (
     EVENT_COLUMNS,
+    MessageKey,
     decode_dots,
     encode_dots,
     encode_parents,
@@ -245,6 +246,7 @@ class PostgresStore:
         self.stats = StoreStats()
         self._pool: asyncpg.Pool | None = None
         self._committer = GroupCommitter(self._flush)
+        self._messages: LookupBatcher[MessageKey, bytes] = LookupBatcher(self._find_messages)
         self._closed = False
 
     @classmethod
@@ -596,18 +598,38 @@ class PostgresStore:
         return [snapshot_from_row(actor, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3]) for r in rows]
 
     async def message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
-        async with self._connection() as con:
-            data = await con.fetchval(
-                "SELECT dots FROM messages WHERE actor_id = $1 AND actor_type = $2"
-                " AND message_id = $3",
-                actor.id,
-                actor.type,
-                message_id,
-            )
+        if self._closed:
+            raise ClosedError("the store is closed")
+        data = await self._messages.get((actor.id, actor.type, message_id))
         if data is None:
             return None
-        dots = decode_dots(bytes(data), f"message record {message_id!r} of {actor}")
+        dots = decode_dots(data, f"message record {message_id!r} of {actor}")
         return MessageRecord(actor=actor, message_id=message_id, dots=dots)
+
+    async def _find_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, bytes]:
+        """The dots of the message records under these keys: one query for them all."""
+        self.stats.message_queries += 1
+        async with self._connection() as con:
+            if len(keys) == 1:
+                actor_id, actor_type, message_id = keys[0]
+                data = await con.fetchval(
+                    "SELECT dots FROM messages WHERE actor_id = $1 AND actor_type = $2"
+                    " AND message_id = $3",
+                    actor_id,
+                    actor_type,
+                    message_id,
+                )
+                return {} if data is None else {keys[0]: bytes(data)}
+            rows = await con.fetch(
+                "SELECT m.actor_id, m.actor_type, m.message_id, m.dots FROM messages m"
+                " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(actor_id, actor_type,"
+                " message_id) ON m.actor_id = k.actor_id AND m.actor_type = k.actor_type"
+                " AND m.message_id = k.message_id",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+            )
+        return {(r[0], r[1], r[2]): bytes(r[3]) for r in rows}
 
     async def actors(self, limit: int = 100) -> list[ActorRef]:
         async with self._connection() as con:

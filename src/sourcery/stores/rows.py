@@ -17,6 +17,7 @@ from ..records import ActorRef, EventRecord, SnapshotRecord
 
 __all__ = [
     "EVENT_COLUMNS",
+    "MessageKey",
     "decode_dots",
     "encode_dots",
     "encode_parents",
@@ -31,6 +32,9 @@ EVENT_COLUMNS = (
     "actor_type, actor_id, writer, n, id, timestamp, initiated_by, type, version, payload"
 )
 """The events table's record columns, in the order of EventRecord's fields."""
+
+MessageKey = tuple[str, str, str]
+"""A message record's key: actor id, actor type, message id."""
 
 _encoder = msgspec.msgpack.Encoder()
 _parents_decoder = msgspec.msgpack.Decoder(list[bytes])

@@ -25,7 +25,7 @@ from ..errors import (
     StoreError,
     StoreUnavailable,
 )
-from ..groupcommit import GroupCommitter
+from ..groupcommit import GroupCommitter, LookupBatcher
 from ..records import (
     BEGINNING,
     ActorRef,
@@ -43,6 +43,7 @@ from ..records import (
 from .base import StoreStats
 from .rows import (
     EVENT_COLUMNS,
+    MessageKey,
     decode_dots,
     encode_dots,
     encode_parents,
@@ -139,6 +140,8 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _KNOWN_WRITERS_LIMIT = 200_000
+_KEYS_PER_QUERY = 300
+"""Message keys looked up by one query: 900 parameters, well under SQLite's limit."""
 
 _EVENT_COLUMNS = EVENT_COLUMNS
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -182,6 +185,7 @@ class SqliteStore:
         self._wcon: sqlite3.Connection | None = None
         self._rcon: sqlite3.Connection | None = None
         self._committer = GroupCommitter(self._flush)
+        self._messages: LookupBatcher[MessageKey, bytes] = LookupBatcher(self._find_messages)
         self._known_writers: set[tuple[str, str, str]] = set()
         self._new_writers: set[tuple[str, str, str]] = set()
         """Pairs recorded by the transaction under way; known only once it commits."""
@@ -565,19 +569,37 @@ class SqliteStore:
         return [snapshot_from_row(actor, *row) for row in rows]
 
     async def message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
-        return await self._read(self._message, actor, message_id)
-
-    def _message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
-        assert self._rcon is not None
-        with _translated("read"):
-            row = self._rcon.execute(
-                "SELECT dots FROM messages WHERE actor_id=? AND actor_type=? AND message_id=?",
-                (actor.id, actor.type, message_id),
-            ).fetchone()
-        if row is None:
+        if self._closed:
+            raise ClosedError("the store is closed")
+        data = await self._messages.get((actor.id, actor.type, message_id))
+        if data is None:
             return None
-        dots = decode_dots(row[0], f"message record {message_id!r} of {actor}")
+        dots = decode_dots(data, f"message record {message_id!r} of {actor}")
         return MessageRecord(actor=actor, message_id=message_id, dots=dots)
+
+    async def _find_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, bytes]:
+        self.stats.message_queries += 1
+        return await self._read(self._find_messages_sync, keys)
+
+    def _find_messages_sync(self, keys: Sequence[MessageKey]) -> dict[MessageKey, bytes]:
+        """The dots of the message records under these keys: one query per few hundred."""
+        con = self._rcon
+        assert con is not None
+        found: dict[MessageKey, bytes] = {}
+        with _translated("read"):
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                chunk = keys[start : start + _KEYS_PER_QUERY]
+                values = ",".join(["(?,?,?)"] * len(chunk))
+                rows = con.execute(
+                    f"WITH k(actor_id, actor_type, message_id) AS (VALUES {values})"
+                    " SELECT m.actor_id, m.actor_type, m.message_id, m.dots FROM k JOIN messages m"
+                    " ON m.actor_id = k.actor_id AND m.actor_type = k.actor_type"
+                    " AND m.message_id = k.message_id",
+                    [part for key in chunk for part in key],
+                )
+                for actor_id, actor_type, message_id, dots in rows:
+                    found[(actor_id, actor_type, message_id)] = dots
+        return found
 
     async def actors(self, limit: int = 100) -> list[ActorRef]:
         return await self._read(self._actors, limit)
