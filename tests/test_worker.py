@@ -16,14 +16,14 @@ import pytest
 from sourcery.actor import ActorType
 from sourcery.client import Client
 from sourcery.clock import VectorClock
-from sourcery.errors import CommandFailed, Rejected
+from sourcery.errors import BrokerError, CommandFailed, Rejected
 from sourcery.examples.bank import Account, Deposit, Open, Withdraw, accounts
 from sourcery.queues import CommandQueue, Consumer, DeadLetter, Delivery, open_queue
 from sourcery.records import ActorRef
 from sourcery.runtime import Runtime
 from sourcery.stores import open_store
 from sourcery.topics import open_bus
-from sourcery.wire import Reply, decode_reply
+from sourcery.wire import Reply, decode_reply, encode_command
 from sourcery.worker import Worker
 
 WAIT = 10.0
@@ -40,6 +40,12 @@ class Explode(msgspec.Struct, frozen=True):
     """"decide" or "evolve"."""
 
 
+class Flaky(msgspec.Struct, frozen=True):
+    """Fails the first time it is decided (per ``key``), then appends 0."""
+
+    key: str
+
+
 class Appended(msgspec.Struct, frozen=True):
     n: int
 
@@ -49,15 +55,20 @@ class Broken(msgspec.Struct, frozen=True):
 
 
 DECIDED: Counter[str] = Counter()
-"""How often decide ran per command kind, across the test session."""
+"""How often decide ran per command kind (per key for Flaky), across the test session."""
 
 
-def decide(state: tuple[int, ...], command: Append | Explode) -> list[Appended | Broken]:
+def decide(state: tuple[int, ...], command: Append | Explode | Flaky) -> list[Appended | Broken]:
     match command:
         case Append(n):
             if n < 0:
                 raise Rejected(f"negative: {n}")
             return [Appended(n)]
+        case Flaky(key):
+            DECIDED[key] += 1
+            if DECIDED[key] == 1:
+                raise ConnectionResetError("a transient failure")
+            return [Appended(0)]
         case Explode(where):
             DECIDED[where] += 1
             if where == "decide":
@@ -72,12 +83,12 @@ def evolve(state: tuple[int, ...], event: Appended | Broken) -> tuple[int, ...]:
     return (*state, event.n)
 
 
-logs: ActorType[tuple[int, ...], Append | Explode, Appended | Broken] = ActorType(
+logs: ActorType[tuple[int, ...], Append | Explode | Flaky, Appended | Broken] = ActorType(
     name="log",
     initial=(),
     decide=decide,
     evolve=evolve,
-    commands=[Append, Explode],
+    commands=[Append, Explode, Flaky],
     events=[Appended, Broken],
 )
 
@@ -248,6 +259,154 @@ async def test_a_failing_handler_is_retried_attempts_times_then_dead_with_its_er
     assert ("decide blew up" if where == "decide" else "evolve cannot apply") in letters[0].error
     assert after.status == "ok"
     assert state == (1, 2)  # nothing of the failed command was stored
+
+
+class Abandoned:
+    """A handler that takes deliveries and never settles them."""
+
+    def __init__(self, message_ids: set[str]) -> None:
+        self.message_ids = message_ids
+        self.attempts: dict[str, int] = {}
+        self.all_taken = asyncio.Event()
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.attempts[delivery.message_id] = delivery.attempts
+        if set(self.attempts) >= self.message_ids:
+            self.all_taken.set()
+
+
+async def abandon(broker: str, message_ids: set[str]) -> dict[str, int]:
+    """A consumer takes these commands and goes away without settling them, as a worker
+    killed under them would; return each one's ``attempts`` as it was delivered."""
+    queue = await open_queue(broker)
+    taker = Abandoned(message_ids)
+    try:
+        await queue.consume(taker)
+        await asyncio.wait_for(taker.all_taken.wait(), WAIT)
+    finally:
+        await queue.aclose()  # the queue takes them back: their next delivery counts one more
+    return taker.attempts
+
+
+async def test_deliveries_that_were_not_failures_do_not_count_against_a_command(
+    store: str, make_broker: Callable[..., str]
+) -> None:
+    """Commands delivered 3 times to consumers that went away (killed workers, dropped
+    connections): a worker counts only their own failures. One that fails once is applied;
+    one that always fails goes to the dead letters after exactly ``attempts`` failures."""
+    broker = make_broker(attempts=3)
+    key = f"flaky-{uuid.uuid4().hex}"
+    before = DECIDED["decide"]
+    flaky, broken = logs("r1"), logs("r2")
+    async with Client.open(broker) as client:
+        await client.send(flaky, Flaky(key), message_id="f1")
+        await client.send(broken, Explode("decide"), message_id="x1")
+        delivered = [await abandon(broker, {"f1", "x1"}) for _ in range(3)]
+        assert delivered == [{"f1": n, "x1": n} for n in (1, 2, 3)]
+        async with worker_on(store, broker) as worker:
+            await until(lambda: worker.stats.applied + worker.stats.dead == 2)
+            letters = await dead_letters(client, 1)
+            state = await worker.runtime.state(flaky)
+    assert state == (0,)
+    assert DECIDED[key] == 2
+    assert DECIDED["decide"] - before == 3
+    assert [(x.message_id, x.error_type, x.attempts) for x in letters] == [
+        ("x1", "HandlerError", 3)
+    ]
+    assert (worker.stats.applied, worker.stats.dead, worker.stats.retried) == (1, 1, 3)
+
+
+class Faulty:
+    """A delivery that records how it is settled; with ``fails="ack"`` its ack raises
+    (after acking)."""
+
+    def __init__(self, delivery: Delivery, settles: list[str], fails: str) -> None:
+        self.delivery = delivery
+        self.settles = settles
+        self.fails = fails
+
+    async def ack(self) -> None:
+        self.settles.append("ack")
+        await self.delivery.ack()
+        if self.fails == "ack":
+            raise RuntimeError("the ack went wrong")
+
+    async def retry(self) -> None:
+        self.settles.append("retry")
+        await self.delivery.retry()
+
+    async def dead(self, error_type: str, error: str, *, attempts: int | None = None) -> None:
+        self.settles.append("dead")
+        await self.delivery.dead(error_type, error, attempts=attempts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.delivery, name)
+
+
+class FaultyQueue:
+    """A command queue whose deliveries are :class:`Faulty`; with ``fails="reply"``, every
+    reply raises."""
+
+    def __init__(self, queue: CommandQueue, fails: str) -> None:
+        self.queue = queue
+        self.attempts = queue.attempts
+        self.fails = fails
+        self.settles: dict[str, list[str]] = {}
+
+    async def consume(self, handler: Callable[[Delivery], Coroutine[Any, Any, None]]) -> Consumer:
+        async def wrapped(delivery: Delivery) -> None:
+            settles = self.settles.setdefault(delivery.message_id, [])
+            await handler(Faulty(delivery, settles, self.fails))
+
+        return await self.queue.consume(wrapped)
+
+    async def reply(self, reply_to: str, body: bytes, *, correlation_id: str) -> None:
+        if self.fails == "reply":
+            raise BrokerError("the reply channel is gone")
+        await self.queue.reply(reply_to, body, correlation_id=correlation_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+
+@pytest.mark.parametrize("fails", ["reply", "ack"])
+async def test_a_failing_reply_or_ack_is_logged_and_never_settles_a_command_twice(
+    store: str, make_broker: Callable[..., str], fails: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker(attempts=2)
+    queue = FaultyQueue(await open_queue(broker), fails)
+    sender = await open_queue(broker)
+    replies: list[str] = []
+    try:
+        address = await sender.replies(lambda cid, body: replies.append(cid))
+        for actor, command, message_id in [
+            (A1, Open("ann"), "o1"),
+            (logs("l5"), Explode("decide"), "x1"),
+        ]:
+            body = encode_command(actor, command, message_id)
+            await sender.send(actor, body, message_id=message_id, reply_to=address)
+        async with Runtime.open(store, APP) as runtime:
+            worker = Worker(runtime, queue, APP)
+            async with running(worker):
+                await until(lambda: "ack" in queue.settles.get("o1", ()))
+                await until(lambda: "dead" in queue.settles.get("x1", ()))
+            # Stopped: every delivery it took is settled, and nothing more can happen.
+            state = await runtime.state(A1)
+        letters = await sender.dead_letters()
+    finally:
+        await sender.aclose()
+        await queue.queue.aclose()
+    assert queue.settles == {"o1": ["ack"], "x1": ["retry", "dead"]}
+    assert (worker.stats.applied, worker.stats.duplicates, worker.stats.dead) == (1, 0, 1)
+    assert worker.stats.retried == 1
+    assert state == Account(owner="ann")
+    assert [(x.message_id, x.attempts) for x in letters] == [("x1", 2)]
+    logged = {r.getMessage() for r in caplog.records if r.exc_info}
+    if fails == "reply":
+        assert "could not reply to command o1" in logged
+        assert "could not reply to command x1" in logged
+    else:
+        assert "could not settle command o1 (ack)" in logged
 
 
 # -- redelivery --------------------------------------------------------------------------

@@ -13,10 +13,15 @@ What happens to a command:
 - rejected by decide: reply ``rejected`` (a business answer, not a failure), ack;
 - malformed, too large, of an unknown actor type or command: to the dead letters at once,
   reply ``failed`` (retrying cannot help);
-- decide or evolve raised, or the store failed: retried up to the queue's ``attempts``
-  deliveries, then to the dead letters with the error, reply ``failed``;
+- decide or evolve raised, or the store failed: retried until it failed the queue's
+  ``attempts`` times, then to the dead letters with the error, reply ``failed``. The
+  worker counts the failures itself: a command also comes back when a worker died or a
+  connection dropped under it, which must not count against it;
 - the store is unreachable: retried in place, with a growing pause, until it is back (an
   outage is not the command's fault and must not fill the dead letters).
+
+Each delivery is settled exactly once (ack, retry or dead), after the command ran; a reply
+that cannot be sent is logged and changes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import contextlib
 import logging
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .actor import ActorType, Outcome
 from .config import broker_url
@@ -58,6 +63,8 @@ log = logging.getLogger(__name__)
 STORE_RETRY_FIRST = 0.05
 STORE_RETRY_MAX = 2.0
 """Pauses between attempts while the store is unreachable: doubling up to this."""
+MAX_TRACKED_FAILURES = 10_000
+"""Commands whose failures a worker counts at once (see ``Worker._failed``)."""
 
 
 @dataclass(slots=True)
@@ -106,6 +113,8 @@ class Worker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._failures: dict[str, int] = {}
+        """Failures so far of the commands that failed and were not settled since."""
 
     @classmethod
     def open(
@@ -201,56 +210,61 @@ class Worker:
         self._inflight += 1
         self._idle.clear()
         try:
-            await self._process(delivery)
-        except Exception:
-            log.exception("unexpected error handling command %s", delivery.message_id)
-            await delivery.retry()
+            try:
+                verdict = await self._process(delivery)
+            except Exception:
+                log.exception(
+                    "unexpected error handling command %s; it will be delivered again",
+                    delivery.message_id or "(no id)",
+                )
+                self.stats.retried += 1
+                verdict = _RETRY
+            await self._settle(delivery, verdict)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _process(self, delivery: Delivery) -> None:
+    async def _process(self, delivery: Delivery) -> _Verdict:
+        """Run the command; say how to settle the delivery (nothing is settled here)."""
         decoder = self.decoder
         try:
             envelope = decoder.envelope(delivery.body)
         except SourceryError as exc:
-            await self._dead(delivery, delivery.message_id, None, exc)
-            return
+            return _Verdict("dead", delivery.message_id, None, "failed", exc=exc, failures=1)
         message_id = envelope.message_id
         try:
             actor, command = decoder.command(envelope)
         except SourceryError as exc:
-            await self._dead(delivery, message_id, _actor_of(envelope), exc)
-            return
+            return _Verdict("dead", message_id, _actor_of(envelope), "failed", exc=exc, failures=1)
         # No wait before this call: it takes the actor's place in line in arrival order.
         try:
             outcome = await self._send(actor, command, message_id)
         except Rejected as exc:
+            self._failures.pop(message_id, None)
             self.stats.rejected += 1
-            await self._reply(delivery, message_id, actor, "rejected", exc=exc)
-            await delivery.ack()
-            return
+            return _Verdict("ack", message_id, actor, "rejected", exc=exc)
         except (StoreUnavailable, ClosedError):
             # Stopping while the store is away, or closed under us: the next worker will.
+            # Not the command's fault, so not counted against it.
             self.stats.retried += 1
-            await delivery.retry()
-            return
+            return _RETRY
         except Exception as exc:
-            if delivery.attempts >= self.queue.attempts:
-                await self._dead(delivery, message_id, actor, exc)
-            else:
-                log.info(
-                    "command %s to %s failed (attempt %d of %d), retrying: %r",
-                    message_id,
-                    actor,
-                    delivery.attempts,
-                    self.queue.attempts,
-                    exc,
-                )
-                self.stats.retried += 1
-                await delivery.retry()
-            return
+            failures = self._failed(message_id)
+            if failures >= self.queue.attempts:
+                return _Verdict("dead", message_id, actor, "failed", exc=exc, failures=failures)
+            log.info(
+                "command %s to %s failed (%d of %d), retrying: %r",
+                message_id,
+                actor,
+                failures,
+                self.queue.attempts,
+                exc,
+            )
+            self.stats.retried += 1
+            return _RETRY
+        if self._failures:
+            self._failures.pop(message_id, None)
         if outcome.duplicate:
             self.stats.duplicates += 1
             status: Status = "duplicate"
@@ -259,8 +273,7 @@ class Worker:
             status = "ok"
             if self.publisher is not None and outcome.events:
                 self.publisher.wake()
-        await self._reply(delivery, message_id, actor, status, outcome=outcome)
-        await delivery.ack()
+        return _Verdict("ack", message_id, actor, status, outcome=outcome)
 
     async def _send(self, actor: ActorRef, command: object, message_id: str) -> Outcome[Any, Any]:
         """``runtime.send``, waiting out an unreachable store unless stopping."""
@@ -276,49 +289,112 @@ class Worker:
                 await asyncio.wait_for(self._stopping.wait(), pause)
             pause = min(pause * 2, STORE_RETRY_MAX)
 
-    async def _dead(
-        self,
-        delivery: Delivery,
-        message_id: str,
-        actor: ActorRef | None,
-        exc: BaseException,
-    ) -> None:
+    def _failed(self, message_id: str) -> int:
+        """Count one more failure of the command ``message_id``; return its failures.
+
+        Counted here, not from the delivery's ``attempts``: a command also comes back when a
+        worker dies or a connection drops, which is not its fault. The count is forgotten
+        when the command is settled, with the worker, and beyond
+        ``MAX_TRACKED_FAILURES`` commands (the oldest first); forgetting only gives a
+        command more attempts, and the queue's own delivery limit still ends it.
+        """
+        failures = self._failures.pop(message_id, 0) + 1
+        self._failures[message_id] = failures  # (re)inserted last: the newest
+        if len(self._failures) > MAX_TRACKED_FAILURES:
+            del self._failures[next(iter(self._failures))]
+        return failures
+
+    async def _settle(self, delivery: Delivery, verdict: _Verdict) -> None:
+        """Settle ``delivery`` exactly once as ``verdict`` says, and reply.
+
+        Nothing after a settle can cause a second one: a failing reply is only logged, and
+        so is a failing settle (a delivery whose channel is gone comes back by itself).
+        """
+        try:
+            if verdict.settle == "ack":
+                await self._reply(delivery, verdict)  # first: the sender hears at once
+                await delivery.ack()
+            elif verdict.settle == "retry":
+                await delivery.retry()
+            elif await self._dead(delivery, verdict):
+                await self._reply(delivery, verdict)  # after: the dead letter is there
+        except Exception:
+            log.exception(
+                "could not settle command %s (%s)",
+                verdict.message_id or delivery.message_id or "(no id)",
+                verdict.settle,
+            )
+
+    async def _dead(self, delivery: Delivery, verdict: _Verdict) -> bool:
+        """Dead-letter it; if the dead letter cannot be written, retry it instead (its
+        failures stay counted, so it goes to the dead letters on its next failure)."""
+        exc = verdict.exc
         error_type, error = type(exc).__name__, str(exc) or repr(exc)
+        message_id = verdict.message_id or "(no id)"
         log.warning(
-            "command %s to %s goes to the dead letters after %d attempt(s): %s: %s",
-            message_id or "(no id)",
-            actor or "(unknown actor)",
-            delivery.attempts,
+            "command %s to %s goes to the dead letters after %d failure(s): %s: %s",
+            message_id,
+            verdict.actor or "(unknown actor)",
+            verdict.failures,
             error_type,
             error,
         )
-        await delivery.dead(error_type, error)
+        try:
+            await delivery.dead(error_type, error, attempts=verdict.failures)
+        except Exception:
+            log.exception(
+                "could not dead-letter command %s; it will be delivered again", message_id
+            )
+            self.stats.retried += 1
+            await delivery.retry()
+            return False
+        self._failures.pop(verdict.message_id, None)
         self.stats.dead += 1
-        await self._reply(delivery, message_id, actor, "failed", exc=exc)
+        return True
 
-    async def _reply(
-        self,
-        delivery: Delivery,
-        message_id: str,
-        actor: ActorRef | None,
-        status: Status,
-        *,
-        outcome: Outcome[Any, Any] | None = None,
-        exc: BaseException | None = None,
-    ) -> None:
-        reply_to = delivery.reply_to
-        if not reply_to or not message_id:
-            return
-        reply = Reply(
-            message_id=message_id,
-            actor_type=actor.type if actor else "",
-            actor_id=actor.id if actor else "",
-            status=status,
-            events=tuple(e.type for e in outcome.events) if outcome else (),
-            error_type=type(exc).__name__ if exc else "",
-            error=(str(exc) or repr(exc)) if exc else "",
+    async def _reply(self, delivery: Delivery, verdict: _Verdict) -> None:
+        """Answer the sender, if it waits; a reply that cannot be sent is only logged (the
+        sender times out, as for any lost reply)."""
+        reply_to, message_id, actor, exc = (
+            delivery.reply_to,
+            verdict.message_id,
+            verdict.actor,
+            verdict.exc,
         )
-        await self.queue.reply(reply_to, encode_reply(reply), correlation_id=message_id)
+        if not reply_to or not message_id or verdict.status is None:
+            return
+        outcome = verdict.outcome
+        try:
+            reply = Reply(
+                message_id=message_id,
+                actor_type=actor.type if actor else "",
+                actor_id=actor.id if actor else "",
+                status=verdict.status,
+                events=tuple(e.type for e in outcome.events) if outcome else (),
+                error_type=type(exc).__name__ if exc else "",
+                error=(str(exc) or repr(exc)) if exc else "",
+            )
+            await self.queue.reply(reply_to, encode_reply(reply), correlation_id=message_id)
+        except Exception:
+            log.exception("could not reply to command %s", message_id)
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """How to settle a delivery, and what to reply."""
+
+    settle: Literal["ack", "retry", "dead"]
+    message_id: str = ""
+    actor: ActorRef | None = None
+    status: Status | None = None
+    """The reply's status; None: no reply."""
+    exc: BaseException | None = None
+    outcome: Outcome[Any, Any] | None = None
+    failures: int = 0
+    """The command's failures so far (for a dead letter)."""
+
+
+_RETRY = _Verdict("retry")
 
 
 def _actor_of(envelope: CommandEnvelope) -> ActorRef | None:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from sourcery.errors import ClosedError, ConfigurationError
-from sourcery.queues import CommandQueue, Delivery, open_queue
+from sourcery.queues import CommandQueue, DeadLetter, Delivery, open_queue
 from sourcery.queues.base import DELIVERY_LIMIT_ERROR
 from sourcery.records import ActorRef
 
@@ -49,6 +49,16 @@ async def opened(url: str) -> AsyncIterator[CommandQueue]:
         yield queue
     finally:
         await queue.aclose()
+
+
+async def some_dead_letters(queue: CommandQueue) -> list[DeadLetter]:
+    """The dead letters once there are some (RabbitMQ may show one a moment late)."""
+    for _ in range(100):
+        letters = await queue.dead_letters()
+        if letters:
+            return letters
+        await asyncio.sleep(0.05)
+    return await queue.dead_letters()
 
 
 A = ActorRef("account", "a")
@@ -300,13 +310,26 @@ async def test_the_queue_itself_gives_up_on_endless_redeliveries(
             await d.retry()
             if await queue.dead_letters():
                 break
-        letters = []
-        for _ in range(100):
-            letters = await queue.dead_letters()
-            if letters:
-                break
-            await asyncio.sleep(0.05)
+        letters = await some_dead_letters(queue)
         assert [x.message_id for x in letters] == ["m1"]
         assert letters[0].error_type == DELIVERY_LIMIT_ERROR
         assert counts[:4] == [1, 2, 3, 4]
         assert 4 <= len(counts) <= 6
+
+
+async def test_a_dead_letter_keeps_the_failures_its_worker_counted(
+    make_url: Callable[..., str],
+) -> None:
+    """Deliveries are not failures (a consumer that went away also makes one): the worker
+    says how many times the command failed, and the dead letter keeps that."""
+    async with opened(make_url(queues=1)) as queue:
+        await queue.send(A, b"poison", message_id="m1")
+        collector = Collector()
+        await queue.consume(collector)
+        d = await collector.next()
+        assert d.attempts == 1
+        await d.dead("HandlerError", "boom", attempts=7)
+        letters = await some_dead_letters(queue)
+        assert [(x.message_id, x.error_type, x.attempts) for x in letters] == [
+            ("m1", "HandlerError", 7)
+        ]

@@ -53,7 +53,8 @@ class DeadLetter:
     """The name of the exception that made it fail, e.g. ``HandlerError``, ``DecodingError``."""
     error: str
     attempts: int
-    """Deliveries it had before it was given up on."""
+    """How many times it failed before a worker gave up on it (1 for a command that cannot
+    be decoded); for a ``DeliveryLimit`` dead letter, how many times it was delivered."""
 
 
 class Delivery(Protocol):
@@ -69,7 +70,9 @@ class Delivery(Protocol):
     @property
     def attempts(self) -> int:
         """Which delivery of this command this is: 1 the first time, 2 after one retry or
-        after a consumer went away without settling it, and so on."""
+        after a consumer went away without settling it, and so on (RabbitMQ's
+        ``x-delivery-count`` + 1). Deliveries are not failures: a command also comes back
+        when a worker dies or a connection drops, so a worker counts the failures itself."""
 
     @property
     def reply_to(self) -> str | None:
@@ -79,10 +82,12 @@ class Delivery(Protocol):
         """Done: the queue forgets it."""
 
     async def retry(self) -> None:
-        """Not done: deliver it again (counted as an attempt)."""
+        """Not done: deliver it again (the next delivery's ``attempts`` is one more)."""
 
-    async def dead(self, error_type: str, error: str) -> None:
-        """Give up: keep a copy in the dead-letter queue with the error, then forget it."""
+    async def dead(self, error_type: str, error: str, *, attempts: int | None = None) -> None:
+        """Give up: keep a copy in the dead-letter queue with the error and ``attempts``
+        (the failures the worker counted; by default this delivery's ``attempts``), then
+        forget it."""
 
 
 Handler = Callable[[Delivery], Coroutine[Any, Any, None]]
@@ -101,7 +106,9 @@ class CommandQueue(Protocol):
 
     @property
     def attempts(self) -> int:
-        """Deliveries of a failing command before a worker sends it to the dead letters."""
+        """Failures of a command before a worker sends it to the dead letters. The queue
+        itself dead-letters a command after ``attempts * 4`` deliveries, failed or not (one
+        that no worker survives)."""
 
     async def send(
         self, actor: ActorRef, body: bytes, *, message_id: str, reply_to: str | None = None

@@ -180,7 +180,7 @@ class MemoryDelivery:
         if self._settle():
             self._hub.requeue(self._index, self.message)
 
-    async def dead(self, error_type: str, error: str) -> None:
+    async def dead(self, error_type: str, error: str, *, attempts: int | None = None) -> None:
         if self._settle():
             m = self.message
             self._hub.dead.append(
@@ -190,7 +190,7 @@ class MemoryDelivery:
                     actor=m.actor,
                     error_type=error_type,
                     error=error,
-                    attempts=self.attempts,
+                    attempts=self.attempts if attempts is None else attempts,
                 )
             )
 
