@@ -102,6 +102,44 @@ async def test_running_publishes_what_is_committed_while_it_runs_and_retries(
         assert [d.actor.id for d in got] == ["a0", "a1", "a2"]
 
 
+class GlitchyBus(MemoryBus):
+    """A bus whose first publish raises an error nobody expected (a bug, not an outage)."""
+
+    def __init__(self) -> None:
+        super().__init__(uuid.uuid4().hex)
+        self.glitches = 1
+
+    async def publish(self, events: Sequence[tuple[Cursor, EventRecord]]) -> None:
+        if self.glitches:
+            self.glitches -= 1
+            raise RuntimeError("a bug in the bus")
+        await super().publish(events)
+
+
+async def test_an_unexpected_error_is_logged_and_publishing_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = GlitchyBus()
+    async with (
+        Runtime.open(f"sqlite:///{tmp_path / 's.db'}", [accounts]) as rt,
+        bus.subscribe(["account.Opened"]) as sub,
+    ):
+        async with Publisher.running(rt.store, bus, interval=0.01) as publisher:
+            await rt.send(accounts("a0"), Open(owner="o"))
+            publisher.wake()
+            got = await take(sub, 1)
+            await rt.send(accounts("a1"), Open(owner="o"))
+            publisher.wake()
+            got += await take(sub, 1)
+        assert publisher.failures == 0
+    assert bus.glitches == 0
+    assert [d.actor.id for d in got] == ["a0", "a1"]
+    errors = [r for r in caplog.records if r.name == "sourcery.publishing" and r.exc_info]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], RuntimeError)
+
+
 # -- a publishing process killed between commit and publish ----------------------------------
 
 TESTS_DIR = Path(__file__).parent

@@ -79,7 +79,7 @@ class Publisher:
         """Run a publisher in the background for the body of the ``async with``.
 
         On exit it makes a last pass (so what was committed before is published), then
-        stops; an unexpected error of the publisher is raised there.
+        stops.
         """
         publisher = cls(store, bus, batch=batch, interval=interval, max_backoff=max_backoff)
         task = asyncio.create_task(publisher.run(), name="sourcery-publisher")
@@ -116,7 +116,9 @@ class Publisher:
             count += len(page)
 
     async def run(self) -> None:
-        """Publish until ``stop()``; store and broker outages are logged and retried."""
+        """Publish until ``stop()``. Nothing else ends it: store and broker outages are
+        logged and retried, and so is any other error (logged with its traceback), with a
+        growing pause, so that a worker never goes on without publishing."""
         while True:
             stopping = self._stopping
             self._wake.clear()
@@ -124,16 +126,19 @@ class Publisher:
             try:
                 await self.publish_pending()
                 self.failures = 0
-            except ClosedError:
-                if stopping or self._stopping:
+            except Exception as exc:
+                if isinstance(exc, ClosedError) and (stopping or self._stopping):
                     return
-                raise
-            except (StoreError, BrokerError) as exc:
                 self.failures += 1
                 delay = min(self.max_backoff, self.interval * 2**self.failures)
-                log.warning(
-                    "publishing from %s failed (%s); retrying in %.2fs", self.source, exc, delay
-                )
+                if isinstance(exc, StoreError | BrokerError | ClosedError):
+                    log.warning(
+                        "publishing from %s failed (%s); retrying in %.2fs", self.source, exc, delay
+                    )
+                else:
+                    log.exception(
+                        "unexpected error publishing from %s; retrying in %.2fs", self.source, delay
+                    )
             if stopping:
                 return
             if not self._stopping:
