@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import weakref
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,9 +89,23 @@ def _text(value: object) -> str:
 
 
 class AmqpDelivery:
-    """One command from a RabbitMQ queue."""
+    """One command from a RabbitMQ queue.
 
-    __slots__ = ("_message", "_queue", "attempts", "body", "message_id", "reply_to")
+    Its ack goes out with the acks of the deliveries before it on its channel, as one
+    ``basic.ack`` (see :class:`_Acks`); ``ack`` returns once that frame is sent.
+    """
+
+    __slots__ = (
+        "_acks",
+        "_message",
+        "_queue",
+        "_settled",
+        "_tag",
+        "attempts",
+        "body",
+        "message_id",
+        "reply_to",
+    )
 
     def __init__(self, queue: AmqpQueue, message: AbstractIncomingMessage) -> None:
         self._queue = queue
@@ -100,12 +115,18 @@ class AmqpDelivery:
         self.reply_to = message.reply_to
         # A quorum queue counts the earlier deliveries that came back unsettled.
         self.attempts = _delivery_count(message.headers) + 1
+        self._settled = False
+        # Registered as it arrives (before any await), so in delivery-tag order.
+        self._tag = message.delivery_tag or 0
+        self._acks = _Acks.of(message, self._tag) if self._tag else None
 
     async def ack(self) -> None:
-        await self._settle(self._message.ack())
+        if self._settling() and self._acks is not None:
+            await self._acks.ack(self._tag)
 
     async def retry(self) -> None:
-        await self._settle(self._message.nack(requeue=True))
+        if self._settling():
+            await self._settle(self._message.nack(requeue=True))
 
     async def dead(self, error_type: str, error: str, *, attempts: int | None = None) -> None:
         message = self._message
@@ -124,12 +145,158 @@ class AmqpDelivery:
         await self._queue._publish_dead(copy)
         await self.ack()
 
+    def _settling(self) -> bool:
+        """Whether this is the first settlement (a second one is ignored, as before)."""
+        if self._settled:
+            log.debug("message %s was settled already", self.message_id)
+            return False
+        self._settled = True
+        return True
+
     async def _settle(self, settling: Any) -> None:
+        """A nack or reject: sent alone, right away; it then counts as settled for the
+        acks around it (never before it is sent, so no ack covering it can overtake it)."""
         try:
             await settling
         except (*_LOST, aio_pika.exceptions.MessageProcessError) as exc:
             # The channel it came on is gone: the broker gives it to a consumer again.
             log.debug("could not settle message %s: %r", self.message_id, exc)
+        finally:
+            if self._acks is not None:
+                self._acks.settled(self._tag)
+
+
+_UNSETTLED, _TO_ACK, _SENT = 0, 1, 2
+"""What a registered delivery tag waits for: its settlement, an ack frame, nothing more."""
+
+
+class _Acks:
+    """The acks of one channel's deliveries, sent together.
+
+    A channel numbers its deliveries 1, 2, 3, …, and one ``basic.ack`` with ``multiple``
+    acks every delivery up to its tag. Deliveries register here as they arrive; acks
+    wait for a flush, which runs in the next turn of the event loop (and again as long as
+    acks come in while it sends):
+
+    - the lowest registered tags, as long as each is settled (acked, or nacked and that
+      sent) and they follow one another without a gap, are covered by one ack with
+      ``multiple`` on the highest of them that still needs an ack;
+    - an ack above an unsettled delivery, or above a tag that never registered (a
+      delivery aiormq dropped), goes out alone in the same flush: no ack waits for a
+      slow command.
+
+    A nack or reject goes out at once, alone, and counts as settled only after it is sent.
+    Tags belong to their channel: a channel that closed voids them (the broker delivers
+    those messages again, on another channel, with new tags and a new ``_Acks``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_asked",
+        "_channel",
+        "_floor",
+        "_flushing",
+        "_tags",
+        "_waiting",
+        "frames",
+    )
+
+    _by_channel: weakref.WeakKeyDictionary[Any, _Acks] = weakref.WeakKeyDictionary()
+
+    def __init__(self, channel: Any) -> None:
+        # Weakly: the channel is this object's key in _by_channel.
+        self._channel = weakref.ref(channel)
+        self._floor = 0
+        """Every tag up to this one is settled and its ack (if any) sent."""
+        self._tags: dict[int, int] = {}
+        """Registered tags above the floor, with their state."""
+        self._asked: list[int] = []
+        """Tags acked since the last flush."""
+        self._waiting: list[asyncio.Future[None]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.frames = 0
+        """Ack frames sent (for tests and benchmarks)."""
+
+    @classmethod
+    def of(cls, message: AbstractIncomingMessage, tag: int) -> _Acks | None:
+        """The acks of the channel ``message`` came on, with its tag registered; None if
+        that channel is closed already (nothing can be settled on it)."""
+        try:
+            channel = message.channel
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return None
+        acks = cls._by_channel.get(channel)
+        if acks is None:
+            acks = cls._by_channel[channel] = cls(channel)
+        acks._tags[tag] = _UNSETTLED
+        return acks
+
+    async def ack(self, tag: int) -> None:
+        """Ack ``tag``; return once a frame covering it is sent (or its channel is gone)."""
+        if tag not in self._tags:
+            return
+        self._tags[tag] = _TO_ACK
+        self._asked.append(tag)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(done)
+        self._flush_soon()
+        await done
+
+    def settled(self, tag: int) -> None:
+        """``tag`` was nacked or rejected (or could not be): no ack for it."""
+        if tag in self._tags:
+            self._tags[tag] = _SENT
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting or self._movable():
+                waiting, self._waiting = self._waiting, []
+                try:
+                    await self._send()
+                except _LOST as exc:
+                    # Its deliveries come again on another channel; these tags are void.
+                    log.debug("could not ack on a closed channel: %r", exc)
+                    self._tags.clear()
+                finally:
+                    for done in waiting:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = None
+
+    def _movable(self) -> bool:
+        """Whether the floor can move: the tag after it is registered and settled."""
+        return self._tags.get(self._floor + 1, _UNSETTLED) != _UNSETTLED
+
+    async def _send(self) -> None:
+        channel = self._channel()
+        if channel is None or channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+        tags = self._tags
+        # The settled run above the floor, one tag after the other: one ack covers it.
+        floor, multiple = self._floor, 0
+        while (state := tags.get(floor + 1, _UNSETTLED)) != _UNSETTLED:
+            floor += 1
+            del tags[floor]
+            if state == _TO_ACK:
+                multiple = floor
+        self._floor = floor
+        # The acks above it go alone.
+        alone = [tag for tag in self._asked if tags.get(tag) == _TO_ACK]
+        self._asked = []
+        for tag in alone:
+            tags[tag] = _SENT
+        if multiple:
+            self.frames += 1
+            await channel.basic_ack(multiple, multiple=True)
+        for tag in alone:
+            self.frames += 1
+            await channel.basic_ack(tag)
 
 
 class _AmqpConsumer:
@@ -269,7 +436,13 @@ class AmqpQueue:
         if self._replier is None:
             async with self._lock:
                 if self._replier is None:
-                    self._replier = await self._channel(confirms=False)
+                    try:
+                        self._replier = await self._channel(confirms=False)
+                    except RuntimeError as exc:
+                        # aio-pika, while the connection is down: "Connection was not opened".
+                        raise BrokerUnavailable(
+                            f"cannot open a RabbitMQ channel: {exc!r}"
+                        ) from exc
         return self._replier
 
     # -- sending -------------------------------------------------------------------------
@@ -346,12 +519,14 @@ class AmqpQueue:
     # -- replies -------------------------------------------------------------------------
 
     async def reply(self, reply_to: str, body: bytes, *, correlation_id: str) -> None:
-        channel = await self._replying()
+        """Best effort: a reply lost with the connection is logged, never raised (the
+        command is done; the client's request times out and it may ask again)."""
         message = aio_pika.Message(body, correlation_id=correlation_id)
         try:
+            channel = await self._replying()
             await channel.default_exchange.publish(message, reply_to, mandatory=False)
-        except _LOST as exc:
-            log.debug("could not reply to %s: %r", reply_to, exc)
+        except (BrokerUnavailable, *_LOST) as exc:
+            log.info("could not reply to %s: %r", reply_to, exc)
 
     async def replies(self, handler: Callable[[str, bytes], None]) -> str:
         if self._reply_queue is not None:
