@@ -313,8 +313,11 @@ async def bench_workers(actors: int, commands: int, workers: int = WORKERS) -> R
     plan = workload(actors, commands)
     total = sum(len(messages) for messages in plan)
     processes: list[asyncio.subprocess.Process] = []
+    profilers: list[asyncio.subprocess.Process] = []
     try:
         processes = await _start_workers(store, broker, settings, workers)
+        profilers = await _profile(processes)
+        cpu_before = sum(_cpu_seconds(p.pid) for p in processes)
         async with Client.open(broker) as client:
 
             async def sender(messages: Sequence[tuple[ActorRef, object]]) -> None:
@@ -326,6 +329,7 @@ async def bench_workers(actors: int, commands: int, workers: int = WORKERS) -> R
             start = time.monotonic()
             await asyncio.gather(*(sender(messages) for messages in plan))
             elapsed = time.monotonic() - start
+        cpu = sum(_cpu_seconds(p.pid) for p in processes) - cpu_before
         con = await asyncpg.connect(POSTGRES)
         try:
             rows = await con.fetch(
@@ -334,6 +338,9 @@ async def bench_workers(actors: int, commands: int, workers: int = WORKERS) -> R
         finally:
             await con.close()
     finally:
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            await profiler.wait()
         await _stop(processes)
         async with asyncio.timeout(60):
             await delete_names(settings)
@@ -345,7 +352,47 @@ async def bench_workers(actors: int, commands: int, workers: int = WORKERS) -> R
         "rabbitmq_commands_per_s": total / elapsed,
         "rabbitmq_events_written": written,
         "rabbitmq_busiest_worker_share": busiest / max(written, 1),
+        # CPU the workers spent per command (user + system): less noisy than the rate on
+        # a shared machine, and what a change to the worker's path shows first.
+        "rabbitmq_worker_cpu_ms_per_command": cpu * 1000 / total,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 where /proc is not there)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _profile(
+    processes: Sequence[asyncio.subprocess.Process],
+) -> list[asyncio.subprocess.Process]:
+    """With ``SOURCERY_BENCH_PROFILE=DIR``, a py-spy profile of each worker during the run,
+    written as ``DIR/worker<i>.txt`` (collapsed stacks) when it ends."""
+    directory = os.environ.get("SOURCERY_BENCH_PROFILE")
+    if not directory:
+        return []
+    executable = Path(sys.executable).with_name("py-spy")
+    return [
+        await asyncio.create_subprocess_exec(
+            str(executable),
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "-o",
+            str(Path(directory) / f"worker{i}.txt"),
+            "-p",
+            str(process.pid),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for i, process in enumerate(processes)
+    ]
 
 
 def main(argv: Sequence[str]) -> int:
