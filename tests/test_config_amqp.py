@@ -12,6 +12,9 @@ def test_defaults_and_names() -> None:
     s = parse_amqp_url("amqp://guest:guest@127.0.0.1:5672/")
     assert s == AmqpSettings(url="amqp://guest:guest@127.0.0.1:5672/")
     assert (s.queues, s.attempts, s.prefetch, s.single_active) == (16, 5, 256, True)
+    assert (s.share, s.share_interval) == (True, 1.0)
+    assert s.lease_queue(3) == "sourcery.lease.3"
+    assert s.workers_exchange == "sourcery.workers"
     assert s.commands_exchange == "sourcery.commands"
     assert s.command_queue(3) == "sourcery.commands.3"
     assert s.dead_letter_queue == "sourcery.dead"
@@ -48,11 +51,26 @@ def test_own_parameters_are_removed_and_others_kept() -> None:
         "prefix=x;DROP",
         "single_active=maybe",
         "queues=2&queues=3",
+        "share=yes",
+        "share=1&single_active=0",
+        "share_interval=0",
+        "share_interval=61",
+        "share_interval=soon",
+        "share_interval=nan",
     ],
 )
 def test_bad_parameters_are_refused(query: str) -> None:
     with pytest.raises(ConfigurationError):
         parse_amqp_url(f"amqp://127.0.0.1/?{query}")
+
+
+def test_sharing_can_be_turned_off_and_its_interval_set() -> None:
+    s = parse_amqp_url("amqp://h/?share=0&share_interval=0.25&heartbeat=5")
+    assert (s.share, s.share_interval, s.single_active) == (False, 0.25, True)
+    assert s.url == "amqp://h/?heartbeat=5"
+    # Without a single active consumer (isolation broken on purpose) there is no sharing.
+    assert not parse_amqp_url("amqp://h/?single_active=0").share
+    assert parse_amqp_url("amqp://h/?share=true").share
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1", "http://x", "127.0.0.1:5672"])

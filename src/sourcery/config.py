@@ -143,6 +143,15 @@ class AmqpSettings:
     """One active consumer per command queue: what keeps one actor on one worker at a time.
     ``single_active=0`` breaks that isolation on purpose (tests, experiments): the queues are
     declared without it, so two workers can write one actor at once and siblings appear."""
+    share: bool = True
+    """Workers share the command queues (``share=1``, the default): each consumes only the
+    queues whose lease it holds, and the leases are balanced between the live workers.
+    ``share=0``: every worker consumes every queue and the broker's single active consumer
+    picks one (the first worker to start is active on all of them, the others stand by).
+    Needs ``single_active`` (``single_active=0`` turns it off)."""
+    share_interval: float = 1.0
+    """Seconds between two presence messages of a sharing worker; a worker not heard of for
+    3.5 of them is taken for gone, and its queues are claimed once the broker freed them."""
 
     @property
     def commands_exchange(self) -> str:
@@ -150,6 +159,15 @@ class AmqpSettings:
 
     def command_queue(self, index: int) -> str:
         return f"{self.prefix}.commands.{index}"
+
+    def lease_queue(self, index: int) -> str:
+        """The exclusive queue whose owner alone consumes command queue ``index``."""
+        return f"{self.prefix}.lease.{index}"
+
+    @property
+    def workers_exchange(self) -> str:
+        """Where sharing workers announce themselves and the leases they hold."""
+        return f"{self.prefix}.workers"
 
     @property
     def dead_letter_queue(self) -> str:
@@ -161,10 +179,13 @@ class AmqpSettings:
 
 
 _AMQP_INTS = {"queues": (1, 1024), "attempts": (1, 1000), "prefetch": (1, 65535)}
+_AMQP_FLAGS = {"0": False, "1": True, "false": False, "true": True}
+_SHARE_INTERVAL = (0.05, 60.0)
 
 
 def parse_amqp_url(url: str) -> AmqpSettings:
-    """``amqp://user:pass@host:5672/vhost?prefix=…&queues=…&attempts=…&prefetch=…``.
+    """``amqp://user:pass@host:5672/vhost?prefix=…&queues=…&attempts=…&prefetch=…``
+    (and ``single_active=``, ``share=``, ``share_interval=``).
 
     Other query parameters (``heartbeat``, ``connection_timeout`` …) are passed to the
     AMQP client untouched.
@@ -175,6 +196,8 @@ def parse_amqp_url(url: str) -> AmqpSettings:
     prefix = "sourcery"
     numbers = {"queues": 16, "attempts": 5, "prefetch": 256}
     single_active = True
+    share: bool | None = None
+    share_interval = 1.0
     rest: list[tuple[str, str]] = []
     for key, value in unique_params(url, parts.query):
         if key == "prefix":
@@ -187,6 +210,22 @@ def parse_amqp_url(url: str) -> AmqpSettings:
             if value not in ("0", "1", "true", "false"):
                 raise ConfigurationError(f"single_active must be 0 or 1, got {value!r}")
             single_active = value in ("1", "true")
+        elif key == "share":
+            if value not in _AMQP_FLAGS:
+                raise ConfigurationError(f"share must be 0 or 1, got {value!r}")
+            share = _AMQP_FLAGS[value]
+        elif key == "share_interval":
+            low_s, high_s = _SHARE_INTERVAL
+            try:
+                share_interval = float(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"share_interval must be a number of seconds, got {value!r}"
+                ) from None
+            if not low_s <= share_interval <= high_s:
+                raise ConfigurationError(
+                    f"share_interval must be in {low_s:g}..{high_s:g} s, got {value!r}"
+                )
         elif key in _AMQP_INTS:
             low, high = _AMQP_INTS[key]
             try:
@@ -198,6 +237,8 @@ def parse_amqp_url(url: str) -> AmqpSettings:
             numbers[key] = number
         else:
             rest.append((key, value))
+    if share and not single_active:
+        raise ConfigurationError("share=1 needs single_active=1: the leases rely on it")
     query = "&".join(f"{k}={v}" for k, v in rest)
     plain = parts._replace(query=query).geturl()
     return AmqpSettings(
@@ -207,4 +248,6 @@ def parse_amqp_url(url: str) -> AmqpSettings:
         attempts=numbers["attempts"],
         prefetch=numbers["prefetch"],
         single_active=single_active,
+        share=single_active if share is None else share,
+        share_interval=share_interval,
     )
