@@ -178,11 +178,6 @@ class AmqpDelivery:
 
 _UNSETTLED, _TO_ACK, _SENT = 0, 1, 2
 """What a registered delivery tag waits for: its settlement, an ack frame, nothing more."""
-ACK_HOLD = 0.01
-"""Seconds an ack above an unsettled delivery may wait to be covered by a later
-``multiple`` ack before it goes alone."""
-_EARLY = 0.001
-"""A held ack this close to its time goes now (timers may fire a little early)."""
 
 
 class _Acks:
@@ -197,8 +192,8 @@ class _Acks:
       sent) and they follow one another without a gap, are covered by one ack with
       ``multiple`` on the highest of them that still needs an ack;
     - an ack above an unsettled delivery, or above a tag that never registered (a
-      delivery aiormq dropped), waits up to ``ACK_HOLD`` for that to change, then goes
-      out alone: no ack waits for long behind a slow command.
+      delivery aiormq dropped), goes out alone in the same flush: no ack waits for a
+      slow command.
 
     A nack or reject goes out at once, alone, and counts as settled only after it is sent.
     Tags belong to their channel: a channel that closed voids them (the broker delivers
@@ -211,10 +206,8 @@ class _Acks:
         "_channel",
         "_floor",
         "_flushing",
-        "_held",
         "_tags",
-        "_timer",
-        "_waiters",
+        "_waiting",
         "frames",
     )
 
@@ -227,14 +220,10 @@ class _Acks:
         """Every tag up to this one is settled and its ack (if any) sent."""
         self._tags: dict[int, int] = {}
         """Registered tags above the floor, with their state."""
-        self._waiters: dict[int, asyncio.Future[None]] = {}
-        """The ``ack`` calls waiting for their frame, by tag."""
         self._asked: list[int] = []
         """Tags acked since the last flush."""
-        self._held: dict[int, float] = {}
-        """Acks above the floor waiting to be covered, with the time they go alone."""
+        self._waiting: list[asyncio.Future[None]] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self.frames = 0
         """Ack frames sent (for tests and benchmarks)."""
 
@@ -254,18 +243,18 @@ class _Acks:
 
     async def ack(self, tag: int) -> None:
         """Ack ``tag``; return once a frame covering it is sent (or its channel is gone)."""
-        if self._tags.get(tag) != _UNSETTLED:
+        if tag not in self._tags:
             return
         self._tags[tag] = _TO_ACK
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[tag] = done
         self._asked.append(tag)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(done)
         self._flush_soon()
         await done
 
     def settled(self, tag: int) -> None:
         """``tag`` was nacked or rejected (or could not be): no ack for it."""
-        if self._tags.get(tag) == _UNSETTLED:
+        if tag in self._tags:
             self._tags[tag] = _SENT
             self._flush_soon()
 
@@ -273,22 +262,20 @@ class _Acks:
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._flush_soon()
-
     async def _flush(self) -> None:
         try:
-            while self._asked or self._movable() or self._due():
+            while self._waiting or self._movable():
+                waiting, self._waiting = self._waiting, []
                 try:
                     await self._send()
                 except _LOST as exc:
                     # Its deliveries come again on another channel; these tags are void.
                     log.debug("could not ack on a closed channel: %r", exc)
-                    self._void()
-            if self._held and self._timer is None:
-                deadline = next(iter(self._held.values()))
-                self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+                    self._tags.clear()
+                finally:
+                    for done in waiting:
+                        if not done.done():
+                            done.set_result(None)
         finally:
             self._flushing = None
 
@@ -296,28 +283,11 @@ class _Acks:
         """Whether the floor can move: the tag after it is registered and settled."""
         return self._tags.get(self._floor + 1, _UNSETTLED) != _UNSETTLED
 
-    def _due(self) -> bool:
-        """Whether the oldest held ack has waited long enough."""
-        held = self._held
-        now = asyncio.get_running_loop().time()
-        return bool(held) and next(iter(held.values())) <= now + _EARLY
-
-    def _void(self) -> None:
-        waiters = list(self._waiters.values())
-        self._tags.clear()
-        self._waiters.clear()
-        self._held.clear()
-        self._asked = []
-        for done in waiters:
-            if not done.done():
-                done.set_result(None)
-
     async def _send(self) -> None:
         channel = self._channel()
         if channel is None or channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
-        tags, held, waiters = self._tags, self._held, self._waiters
-        sent: list[asyncio.Future[None]] = []
+        tags = self._tags
         # The settled run above the floor, one tag after the other: one ack covers it.
         floor, multiple = self._floor, 0
         while (state := tags.get(floor + 1, _UNSETTLED)) != _UNSETTLED:
@@ -325,35 +295,18 @@ class _Acks:
             del tags[floor]
             if state == _TO_ACK:
                 multiple = floor
-                sent.append(waiters.pop(floor))
-                held.pop(floor, None)
         self._floor = floor
-        # Acks above it wait to be covered by a later one, but not for long.
-        now = asyncio.get_running_loop().time()
-        for tag in self._asked:
-            if tags.get(tag) == _TO_ACK:
-                held[tag] = now + ACK_HOLD
+        # The acks above it go alone.
+        alone = [tag for tag in self._asked if tags.get(tag) == _TO_ACK]
         self._asked = []
-        alone = []
-        for tag, deadline in held.items():  # oldest first
-            if deadline > now + _EARLY:
-                break
-            alone.append(tag)
         for tag in alone:
-            del held[tag]
             tags[tag] = _SENT
-            sent.append(waiters.pop(tag))
-        try:
-            if multiple:
-                self.frames += 1
-                await channel.basic_ack(multiple, multiple=True)
-            for tag in alone:
-                self.frames += 1
-                await channel.basic_ack(tag)
-        finally:
-            for done in sent:
-                if not done.done():
-                    done.set_result(None)
+        if multiple:
+            self.frames += 1
+            await channel.basic_ack(multiple, multiple=True)
+        for tag in alone:
+            self.frames += 1
+            await channel.basic_ack(tag)
 
 
 class _AmqpConsumer:
@@ -499,8 +452,9 @@ class AmqpQueue:
                         self._replier = await self._channel(confirms=False)
                     except RuntimeError as exc:
                         # aio-pika, while the connection is down: "Connection was not opened".
-                        error = f"cannot open a RabbitMQ channel: {exc!r}"
-                        raise BrokerUnavailable(error) from exc
+                        raise BrokerUnavailable(
+                            f"cannot open a RabbitMQ channel: {exc!r}"
+                        ) from exc
         return self._replier
 
     # -- sending -------------------------------------------------------------------------
