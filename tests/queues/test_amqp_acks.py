@@ -170,3 +170,19 @@ async def test_acks_for_a_channel_that_is_gone_are_dropped_and_redelivered(
         await asyncio.gather(*(d.ack() for d in again[1:]))
         await again[0].ack()
     await assert_all_settled(queue)
+
+
+async def test_acks_behind_a_slow_command_go_out_without_it(queue: AmqpQueue) -> None:
+    ids = await send(queue, 10)
+    async with consuming(queue, prefetch=100) as consumer:
+        deliveries = await consumer.take(10)
+        # The first is still being worked on: the acks after it do not wait for it.
+        await asyncio.gather(*(d.ack() for d in deliveries[1:]))
+        await deliveries[2].ack()  # settled already: nothing more is sent
+        assert frames(deliveries) == 9
+    # The channel closed with only the first unsettled: only that one comes back.
+    async with consuming(queue, prefetch=100) as consumer:
+        (again,) = await consumer.take(1)
+        assert (again.message_id, again.attempts) == (ids[0], 2)
+        await again.ack()
+    await assert_all_settled(queue)

@@ -27,7 +27,7 @@ import secrets
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -54,7 +54,6 @@ from .base import (
     Handler,
     routing_key,
 )
-from .leases import LeasedConsumer
 
 __all__ = ["AmqpQueue"]
 
@@ -76,15 +75,6 @@ _LOST = (
     OSError,
 )
 """What a lost connection or channel raises."""
-
-
-def _reconnect_interval(url: str) -> float:
-    """Seconds between reconnections: the URL's ``reconnect_interval``, else the default."""
-    value = dict(parse_qsl(urlsplit(url).query)).get("reconnect_interval")
-    try:
-        return max(0.1, float(value or DEFAULT_RECONNECT_INTERVAL))
-    except ValueError:
-        return float(DEFAULT_RECONNECT_INTERVAL)
 
 
 def _delivery_count(headers: dict[str, Any]) -> int:
@@ -178,6 +168,11 @@ class AmqpDelivery:
 
 _UNSETTLED, _TO_ACK, _SENT = 0, 1, 2
 """What a registered delivery tag waits for: its settlement, an ack frame, nothing more."""
+ACK_HOLD = 0.01
+"""Seconds an ack above an unsettled delivery may wait to be covered by a later
+``multiple`` ack before it goes alone."""
+_EARLY = 0.001
+"""A held ack this close to its time goes now (timers may fire a little early)."""
 
 
 class _Acks:
@@ -192,8 +187,8 @@ class _Acks:
       sent) and they follow one another without a gap, are covered by one ack with
       ``multiple`` on the highest of them that still needs an ack;
     - an ack above an unsettled delivery, or above a tag that never registered (a
-      delivery aiormq dropped), goes out alone in the same flush: no ack waits for a
-      slow command.
+      delivery aiormq dropped), waits up to ``ACK_HOLD`` for that to change, then goes
+      out alone: no ack waits for long behind a slow command.
 
     A nack or reject goes out at once, alone, and counts as settled only after it is sent.
     Tags belong to their channel: a channel that closed voids them (the broker delivers
@@ -206,8 +201,10 @@ class _Acks:
         "_channel",
         "_floor",
         "_flushing",
+        "_held",
         "_tags",
-        "_waiting",
+        "_timer",
+        "_waiters",
         "frames",
     )
 
@@ -220,10 +217,14 @@ class _Acks:
         """Every tag up to this one is settled and its ack (if any) sent."""
         self._tags: dict[int, int] = {}
         """Registered tags above the floor, with their state."""
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        """The ``ack`` calls waiting for their frame, by tag."""
         self._asked: list[int] = []
         """Tags acked since the last flush."""
-        self._waiting: list[asyncio.Future[None]] = []
+        self._held: dict[int, float] = {}
+        """Acks above the floor waiting to be covered, with the time they go alone."""
         self._flushing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.frames = 0
         """Ack frames sent (for tests and benchmarks)."""
 
@@ -243,18 +244,18 @@ class _Acks:
 
     async def ack(self, tag: int) -> None:
         """Ack ``tag``; return once a frame covering it is sent (or its channel is gone)."""
-        if tag not in self._tags:
+        if self._tags.get(tag) != _UNSETTLED:
             return
         self._tags[tag] = _TO_ACK
-        self._asked.append(tag)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(done)
+        self._waiters[tag] = done
+        self._asked.append(tag)
         self._flush_soon()
         await done
 
     def settled(self, tag: int) -> None:
         """``tag`` was nacked or rejected (or could not be): no ack for it."""
-        if tag in self._tags:
+        if self._tags.get(tag) == _UNSETTLED:
             self._tags[tag] = _SENT
             self._flush_soon()
 
@@ -262,20 +263,22 @@ class _Acks:
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
 
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._flush_soon()
+
     async def _flush(self) -> None:
         try:
-            while self._waiting or self._movable():
-                waiting, self._waiting = self._waiting, []
+            while self._asked or self._movable() or self._due():
                 try:
                     await self._send()
                 except _LOST as exc:
                     # Its deliveries come again on another channel; these tags are void.
                     log.debug("could not ack on a closed channel: %r", exc)
-                    self._tags.clear()
-                finally:
-                    for done in waiting:
-                        if not done.done():
-                            done.set_result(None)
+                    self._void()
+            if self._held and self._timer is None:
+                deadline = next(iter(self._held.values()))
+                self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
         finally:
             self._flushing = None
 
@@ -283,11 +286,28 @@ class _Acks:
         """Whether the floor can move: the tag after it is registered and settled."""
         return self._tags.get(self._floor + 1, _UNSETTLED) != _UNSETTLED
 
+    def _due(self) -> bool:
+        """Whether the oldest held ack has waited long enough."""
+        held = self._held
+        now = asyncio.get_running_loop().time()
+        return bool(held) and next(iter(held.values())) <= now + _EARLY
+
+    def _void(self) -> None:
+        waiters = list(self._waiters.values())
+        self._tags.clear()
+        self._waiters.clear()
+        self._held.clear()
+        self._asked = []
+        for done in waiters:
+            if not done.done():
+                done.set_result(None)
+
     async def _send(self) -> None:
         channel = self._channel()
         if channel is None or channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
-        tags = self._tags
+        tags, held, waiters = self._tags, self._held, self._waiters
+        sent: list[asyncio.Future[None]] = []
         # The settled run above the floor, one tag after the other: one ack covers it.
         floor, multiple = self._floor, 0
         while (state := tags.get(floor + 1, _UNSETTLED)) != _UNSETTLED:
@@ -295,18 +315,35 @@ class _Acks:
             del tags[floor]
             if state == _TO_ACK:
                 multiple = floor
+                sent.append(waiters.pop(floor))
+                held.pop(floor, None)
         self._floor = floor
-        # The acks above it go alone.
-        alone = [tag for tag in self._asked if tags.get(tag) == _TO_ACK]
+        # Acks above it wait to be covered by a later one, but not for long.
+        now = asyncio.get_running_loop().time()
+        for tag in self._asked:
+            if tags.get(tag) == _TO_ACK:
+                held[tag] = now + ACK_HOLD
         self._asked = []
+        alone = []
+        for tag, deadline in held.items():  # oldest first
+            if deadline > now + _EARLY:
+                break
+            alone.append(tag)
         for tag in alone:
+            del held[tag]
             tags[tag] = _SENT
-        if multiple:
-            self.frames += 1
-            await channel.basic_ack(multiple, multiple=True)
-        for tag in alone:
-            self.frames += 1
-            await channel.basic_ack(tag)
+            sent.append(waiters.pop(tag))
+        try:
+            if multiple:
+                self.frames += 1
+                await channel.basic_ack(multiple, multiple=True)
+            for tag in alone:
+                self.frames += 1
+                await channel.basic_ack(tag)
+        finally:
+            for done in sent:
+                if not done.done():
+                    done.set_result(None)
 
 
 class _AmqpConsumer:
@@ -347,8 +384,6 @@ class AmqpQueue:
         self._dead: AbstractRobustExchange | None = None
         self._replier: AbstractRobustChannel | None = None
         self._consumers: list[AbstractRobustChannel] = []
-        self._leased: list[LeasedConsumer] = []
-        self._reconnect_interval = _reconnect_interval(settings.url)
         self._reply_queue: str | None = None
         self._closed = False
 
@@ -452,9 +487,8 @@ class AmqpQueue:
                         self._replier = await self._channel(confirms=False)
                     except RuntimeError as exc:
                         # aio-pika, while the connection is down: "Connection was not opened".
-                        raise BrokerUnavailable(
-                            f"cannot open a RabbitMQ channel: {exc!r}"
-                        ) from exc
+                        error = f"cannot open a RabbitMQ channel: {exc!r}"
+                        raise BrokerUnavailable(error) from exc
         return self._replier
 
     # -- sending -------------------------------------------------------------------------
@@ -513,23 +547,7 @@ class AmqpQueue:
 
     # -- consuming -----------------------------------------------------------------------
 
-    async def consume(self, handler: Handler) -> _AmqpConsumer | LeasedConsumer:
-        """With ``share`` (the default), consume the queues whose leases this consumer
-        holds, balanced with the other workers (see :mod:`sourcery.queues.leases`);
-        otherwise every queue, on the robust connection."""
-        if self.settings.share:
-            if self._closed:
-                raise ClosedError("the command queue is closed")
-            leased = LeasedConsumer(
-                self.settings,
-                handler,
-                lambda message: AmqpDelivery(self, message),
-                connect_timeout=self.send_timeout,
-                reconnect_interval=self._reconnect_interval,
-            )
-            await leased.start()
-            self._leased.append(leased)
-            return leased
+    async def consume(self, handler: Handler) -> _AmqpConsumer:
         channel = await self._channel(confirms=False)
         self._consumers.append(channel)
         try:
@@ -595,9 +613,6 @@ class AmqpQueue:
         if self._closed:
             return
         self._closed = True
-        leased, self._leased = self._leased, []
-        for consumer in leased:
-            await consumer.aclose()
         with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
             await self._connection.close()
 
