@@ -27,7 +27,7 @@ import secrets
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aio_pika
 import aiormq
@@ -54,6 +54,7 @@ from .base import (
     Handler,
     routing_key,
 )
+from .leases import LeasedConsumer
 
 __all__ = ["AmqpQueue"]
 
@@ -75,6 +76,15 @@ _LOST = (
     OSError,
 )
 """What a lost connection or channel raises."""
+
+
+def _reconnect_interval(url: str) -> float:
+    """Seconds between reconnections: the URL's ``reconnect_interval``, else the default."""
+    value = dict(parse_qsl(urlsplit(url).query)).get("reconnect_interval")
+    try:
+        return max(0.1, float(value or DEFAULT_RECONNECT_INTERVAL))
+    except ValueError:
+        return float(DEFAULT_RECONNECT_INTERVAL)
 
 
 def _delivery_count(headers: dict[str, Any]) -> int:
@@ -384,6 +394,8 @@ class AmqpQueue:
         self._dead: AbstractRobustExchange | None = None
         self._replier: AbstractRobustChannel | None = None
         self._consumers: list[AbstractRobustChannel] = []
+        self._leased: list[LeasedConsumer] = []
+        self._reconnect_interval = _reconnect_interval(settings.url)
         self._reply_queue: str | None = None
         self._closed = False
 
@@ -547,7 +559,23 @@ class AmqpQueue:
 
     # -- consuming -----------------------------------------------------------------------
 
-    async def consume(self, handler: Handler) -> _AmqpConsumer:
+    async def consume(self, handler: Handler) -> _AmqpConsumer | LeasedConsumer:
+        """With ``share`` (the default), consume the queues whose leases this consumer
+        holds, balanced with the other workers (see :mod:`sourcery.queues.leases`);
+        otherwise every queue, on the robust connection."""
+        if self.settings.share:
+            if self._closed:
+                raise ClosedError("the command queue is closed")
+            leased = LeasedConsumer(
+                self.settings,
+                handler,
+                lambda message: AmqpDelivery(self, message),
+                connect_timeout=self.send_timeout,
+                reconnect_interval=self._reconnect_interval,
+            )
+            await leased.start()
+            self._leased.append(leased)
+            return leased
         channel = await self._channel(confirms=False)
         self._consumers.append(channel)
         try:
@@ -613,6 +641,9 @@ class AmqpQueue:
         if self._closed:
             return
         self._closed = True
+        leased, self._leased = self._leased, []
+        for consumer in leased:
+            await consumer.aclose()
         with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
             await self._connection.close()
 
