@@ -2,8 +2,9 @@
 processes, measured in the same run on the same topology.
 
 The raw figure is the ceiling for the service deployment: the same messages (command
-envelopes of the bank example), published persistent with publisher confirms through a
-consistent-hash exchange onto durable quorum queues with a single active consumer each,
+envelopes of the bank example), published persistent with publisher confirms to the
+actor's queue (chosen as the client chooses it) among durable quorum queues with a single
+active consumer each,
 consumed with a prefetch and acknowledged one by one, by as many consumer processes as
 the end-to-end run has workers, while as many senders publish concurrently as it has.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from sourcery.config import AmqpSettings, parse_amqp_url
 from sourcery.examples.bank import Deposit, Open, accounts
 from sourcery.ids import format_id, new_id
+from sourcery.queues.base import queue_index
 from sourcery.records import ActorRef
 from sourcery.wire import encode_command
 
@@ -73,7 +75,6 @@ async def delete_names(settings: AmqpSettings) -> None:
             await channel.queue_delete(settings.command_queue(index))
         await channel.queue_delete(settings.dead_letter_queue)
         for name in (
-            settings.commands_exchange,
             f"{settings.prefix}.dead",
             settings.events_exchange,
         ):
@@ -189,7 +190,7 @@ async def bench_raw_broker(actors: int, commands: int, consumers: int = WORKERS)
         connection = await aio_pika.connect(settings.url)
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(settings.commands_exchange, ensure=False)
+            exchange = channel.default_exchange
 
             async def sender(messages: Sequence[tuple[str, str, bytes]]) -> None:
                 for key, message_id, body in messages:
@@ -199,7 +200,7 @@ async def bench_raw_broker(actors: int, commands: int, consumers: int = WORKERS)
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             message_id=message_id,
                         ),
-                        routing_key=key,
+                        routing_key=settings.command_queue(queue_index(key, settings.queues)),
                     )
 
             start = time.monotonic()

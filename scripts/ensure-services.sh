@@ -98,24 +98,9 @@ ensure_rabbitmq() {
         rabbitmq-server -detached || warn "rabbitmq-server failed to start"
         wait_for RabbitMQ rabbitmq_ready || return
     fi
-    if ! command -v rabbitmq-plugins >/dev/null 2>&1; then
-        warn "rabbitmq-plugins is not installed; cannot enable rabbitmq_consistent_hash_exchange"
-        missing+=("rabbitmq-plugins")
-        return
-    fi
-    # Enabling an enabled plugin is a no-op; the AMQP port may open before the node
-    # accepts CLI commands, so retry for a while.
-    local waited=0
-    until rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1; do
-        if (( waited >= WAIT_SECONDS )); then
-            warn "could not enable rabbitmq_consistent_hash_exchange"
-            failed+=("rabbitmq_consistent_hash_exchange")
-            return
-        fi
-        sleep 2
-        waited=$((waited + 2))
-    done
-    info "RabbitMQ plugin rabbitmq_consistent_hash_exchange is enabled"
+    # No plugin is needed: senders pick an actor's queue themselves (see
+    # sourcery.queues.base.queue_index), because the consistent-hash exchange re-maps keys
+    # when the node restarts.
 }
 
 ensure_test_database() {

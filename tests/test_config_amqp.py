@@ -15,7 +15,6 @@ def test_defaults_and_names() -> None:
     assert (s.share, s.share_interval) == (True, 1.0)
     assert s.lease_queue(3) == "sourcery.lease.3"
     assert s.workers_exchange == "sourcery.workers"
-    assert s.commands_exchange == "sourcery.commands"
     assert s.command_queue(3) == "sourcery.commands.3"
     assert s.dead_letter_queue == "sourcery.dead"
     assert s.events_exchange == "sourcery.events"

@@ -153,10 +153,6 @@ class AmqpSettings:
     """Seconds between two presence messages of a sharing worker; a worker not heard of for
     3.5 of them is taken for gone, and its queues are claimed once the broker freed them."""
 
-    @property
-    def commands_exchange(self) -> str:
-        return f"{self.prefix}.commands"
-
     def command_queue(self, index: int) -> str:
         return f"{self.prefix}.commands.{index}"
 

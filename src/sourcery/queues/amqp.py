@@ -2,11 +2,13 @@
 
 Topology (all names under the URL's ``prefix``, declared idempotently in one place):
 
-- ``<prefix>.commands``: a consistent-hash exchange; the routing key is ``type/id``, so
-  one actor's commands always go to the same queue.
-- ``<prefix>.commands.<i>``: durable quorum queues bound with weight 1, each with a single
-  active consumer (one worker at a time, in order), a generous ``x-delivery-limit`` and
-  the dead-letter exchange as a safety net against a command that kills every worker.
+- ``<prefix>.commands.<i>``: durable quorum queues, each with a single active consumer (one
+  worker at a time, in order), a generous ``x-delivery-limit`` and the dead-letter exchange
+  as a safety net against a command that kills every worker. The sender picks the queue of
+  an actor with :func:`~sourcery.queues.base.queue_index` and publishes to it through the
+  default exchange, so one actor's commands always go to the same queue, across broker
+  restarts too (RabbitMQ's consistent-hash exchange rebuilds its ring on a restart and then
+  routes most keys elsewhere).
 - ``<prefix>.dead``: a fanout exchange and a quorum queue holding the dead letters; those
   a worker gives up on carry the error in ``x-sourcery-*`` headers.
 
@@ -32,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aio_pika
 import aiormq
 from aio_pika.abc import (
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
@@ -52,6 +55,7 @@ from .base import (
     ERROR_TYPE_HEADER,
     DeadLetter,
     Handler,
+    queue_index,
     routing_key,
 )
 from .leases import LeasedConsumer
@@ -144,7 +148,7 @@ class AmqpDelivery:
             ERROR_TYPE_HEADER: error_type,
             ERROR_HEADER: error,
             ATTEMPTS_HEADER: self.attempts if attempts is None else attempts,
-            ACTOR_HEADER: message.routing_key or "",
+            ACTOR_HEADER: _text(message.headers.get(ACTOR_HEADER)),
         }
         copy = aio_pika.Message(
             self.body,
@@ -390,7 +394,6 @@ class AmqpQueue:
         self._connection = connection
         self._lock = asyncio.Lock()
         self._publisher: AbstractRobustChannel | None = None
-        self._commands: AbstractRobustExchange | None = None
         self._dead: AbstractRobustExchange | None = None
         self._replier: AbstractRobustChannel | None = None
         self._consumers: list[AbstractRobustChannel] = []
@@ -444,7 +447,7 @@ class AmqpQueue:
 
     async def _declare(
         self, channel: AbstractRobustChannel
-    ) -> tuple[AbstractRobustExchange, AbstractRobustExchange, list[AbstractQueue]]:
+    ) -> tuple[AbstractRobustExchange, list[AbstractQueue]]:
         """Every exchange, queue and binding, on ``channel`` (restored with it)."""
         s = self.settings
         dead = await channel.declare_exchange(
@@ -454,18 +457,14 @@ class AmqpQueue:
             s.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dead_queue.bind(dead, "")
-        commands = await channel.declare_exchange(
-            s.commands_exchange, aio_pika.ExchangeType.X_CONSISTENT_HASH, durable=True
-        )
         queues: list[AbstractQueue] = []
         arguments = self._queue_arguments()
         for index in range(s.queues):
             queue = await channel.declare_queue(
                 s.command_queue(index), durable=True, arguments=arguments
             )
-            await queue.bind(commands, "1")  # the binding key is the weight
             queues.append(queue)
-        return commands, dead, queues
+        return dead, queues
 
     async def _channel(self, *, confirms: bool) -> AbstractRobustChannel:
         if self._closed:
@@ -479,17 +478,19 @@ class AmqpQueue:
         assert isinstance(channel, AbstractRobustChannel)
         return channel
 
-    async def _publishing(self) -> tuple[AbstractRobustExchange, AbstractRobustExchange]:
-        if self._commands is None or self._dead is None:
+    async def _publishing(self) -> tuple[AbstractRobustChannel, AbstractRobustExchange]:
+        """The confirming channel (commands go through its default exchange, straight to
+        their queue) and the dead-letter exchange."""
+        if self._publisher is None or self._dead is None:
             async with self._lock:
-                if self._commands is None or self._dead is None:
+                if self._publisher is None or self._dead is None:
                     channel = await self._channel(confirms=True)
                     try:
-                        commands, dead, _ = await self._declare(channel)
+                        dead, _ = await self._declare(channel)
                     except aiormq.exceptions.AMQPError as exc:
                         raise BrokerError(f"cannot declare the command queues: {exc}") from exc
-                    self._publisher, self._commands, self._dead = channel, commands, dead
-        return self._commands, self._dead
+                    self._publisher, self._dead = channel, dead
+        return self._publisher, self._dead
 
     async def _replying(self) -> AbstractRobustChannel:
         if self._replier is None:
@@ -508,21 +509,24 @@ class AmqpQueue:
     async def send(
         self, actor: ActorRef, body: bytes, *, message_id: str, reply_to: str | None = None
     ) -> None:
-        commands, _ = await self._publishing()
+        channel, _ = await self._publishing()
+        key = routing_key(actor)
         message = aio_pika.Message(
             body,
+            headers={ACTOR_HEADER: key},
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=message_id,
             reply_to=reply_to,
         )
-        await self._confirmed(commands, message, routing_key(actor))
+        queue = self.settings.command_queue(queue_index(key, self.settings.queues))
+        await self._confirmed(channel.default_exchange, message, queue)
 
     async def _publish_dead(self, message: aio_pika.Message) -> None:
         _, dead = await self._publishing()
         await self._confirmed(dead, message, "")
 
     async def _confirmed(
-        self, exchange: AbstractRobustExchange, message: aio_pika.Message, key: str
+        self, exchange: AbstractExchange, message: aio_pika.Message, key: str
     ) -> None:
         """Publish until confirmed; wait out a lost connection up to ``send_timeout``."""
         loop = asyncio.get_running_loop()
@@ -580,7 +584,7 @@ class AmqpQueue:
         self._consumers.append(channel)
         try:
             await channel.set_qos(prefetch_count=self.settings.prefetch)
-            _, _, queues = await self._declare(channel)
+            _, queues = await self._declare(channel)
 
             async def on_message(message: AbstractIncomingMessage) -> None:
                 await handler(AmqpDelivery(self, message))
@@ -650,18 +654,17 @@ class AmqpQueue:
 
 def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
     headers = message.headers
+    actor = _text(headers.get(ACTOR_HEADER))
     error_type = _text(headers.get(ERROR_TYPE_HEADER))
     if error_type:
         error = _text(headers.get(ERROR_HEADER))
         attempts = headers.get(ATTEMPTS_HEADER)
-        actor = _text(headers.get(ACTOR_HEADER))
     else:
         # Dead-lettered by the broker itself (its delivery limit).
         reason = _text(headers.get("x-first-death-reason")) or "unknown"
         error_type = DELIVERY_LIMIT_ERROR
         error = f"dead-lettered by RabbitMQ ({reason})"
         attempts = _delivery_count(headers)
-        actor = message.routing_key or ""
     return DeadLetter(
         message_id=message.message_id or "",
         body=message.body,

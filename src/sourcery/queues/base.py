@@ -10,6 +10,7 @@ id makes that second delivery harmless.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +24,7 @@ __all__ = [
     "Consumer",
     "DeadLetter",
     "Delivery",
+    "queue_index",
     "routing_key",
 ]
 
@@ -39,6 +41,31 @@ than ``attempts`` (workers that died on it, again and again)."""
 def routing_key(actor: ActorRef) -> str:
     """What commands are hashed on: all of one actor's commands share a queue."""
     return f"{actor.type}/{actor.id}"
+
+
+_JUMP_MULTIPLIER = 2862933555777941757
+_MASK64 = (1 << 64) - 1
+
+
+def queue_index(key: str, queues: int) -> int:
+    """The command queue of the actor ``key`` (a :func:`routing_key`), in ``range(queues)``.
+
+    Computed by the sender, not by the broker: RabbitMQ's consistent-hash exchange rebuilds
+    its ring when the node restarts and then sends most actors to another queue, where a
+    second worker would run them beside the first. A fixed hash (BLAKE2b) and jump
+    consistent hashing (Lamping and Veach) give every process the same answer forever, and
+    moving from ``n`` to ``n + 1`` queues moves only a ``1/(n + 1)`` share of the actors.
+    """
+    if queues < 1:
+        raise ValueError(f"queues must be at least 1, not {queues}")
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    point = int.from_bytes(digest, "big")
+    bucket, candidate = -1, 0
+    while candidate < queues:
+        bucket = candidate
+        point = (point * _JUMP_MULTIPLIER + 1) & _MASK64
+        candidate = int((bucket + 1) * ((1 << 31) / ((point >> 33) + 1)))
+    return bucket
 
 
 @dataclass(frozen=True, slots=True)

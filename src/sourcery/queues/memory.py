@@ -9,7 +9,6 @@ by every ``open_queue`` of that name in the process; nothing survives the proces
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 from ..config import unique_params
 from ..errors import BrokerError, ClosedError, ConfigurationError
 from ..records import ActorRef
-from .base import DELIVERY_LIMIT_ERROR, DeadLetter, Handler, routing_key
+from .base import DELIVERY_LIMIT_ERROR, DeadLetter, Handler, queue_index, routing_key
 
 __all__ = ["MemoryQueue"]
 
@@ -66,8 +65,7 @@ class _Hub:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def index(self, key: str) -> int:
-        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        return int.from_bytes(digest, "big") % self.queues
+        return queue_index(key, self.queues)
 
     def put(self, message: _Message) -> None:
         self.messages[self.index(message.actor)].append(message)
