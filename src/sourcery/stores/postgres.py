@@ -177,8 +177,22 @@ _EVENT_ARRAYS = ", ".join(
         start=1,
     )
 )
-_INSERT_EVENTS = (
-    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM unnest({_EVENT_ARRAYS})"
+_INSERT_MESSAGES = (
+    "INSERT INTO messages (actor_id, actor_type, message_id, dots)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"
+    " ON CONFLICT DO NOTHING"
+)
+_WRITE_EVENTS = (
+    # One round trip for what a group commit writes besides snapshots: the index of
+    # writers per actor ($11-$13), the message records ($14-$17), and the events, whose
+    # inserted dots come back (a dot already taken is checked afterwards, in the same
+    # transaction).
+    "WITH writers AS (INSERT INTO actor_writers (actor_id, actor_type, writer)"
+    " SELECT * FROM unnest($11::text[], $12::text[], $13::text[]) ON CONFLICT DO NOTHING),"
+    " messages AS (INSERT INTO messages (actor_id, actor_type, message_id, dots)"
+    " SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[])"
+    " ON CONFLICT DO NOTHING)"
+    f" INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM unnest({_EVENT_ARRAYS})"
     " ON CONFLICT DO NOTHING RETURNING actor_id, actor_type, writer, n"
 )
 
@@ -378,19 +392,17 @@ class PostgresStore:
 
     async def _write(self, con: Connection, batches: Sequence[CommitBatch]) -> None:
         events = [e for b in batches for e in b.events]
-        if events:
-            await self._write_events(con, events)
         messages = [m for b in batches for m in b.messages]
-        if messages:
-            await con.execute(
-                "INSERT INTO messages (actor_id, actor_type, message_id, dots)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"
-                " ON CONFLICT DO NOTHING",
-                [m.actor.id for m in messages],
-                [m.actor.type for m in messages],
-                [m.message_id for m in messages],
-                [encode_dots(m.dots) for m in messages],
-            )
+        message_columns = (
+            [m.actor.id for m in messages],
+            [m.actor.type for m in messages],
+            [m.message_id for m in messages],
+            [encode_dots(m.dots) for m in messages],
+        )
+        if events:
+            await self._write_events(con, events, message_columns)
+        elif messages:
+            await con.execute(_INSERT_MESSAGES, *message_columns)
         # Snapshots take per-actor locks: always in one order, so two processes never wait
         # for each other's locks.
         snapshots = sorted(
@@ -419,9 +431,17 @@ class PostgresStore:
                     cp.messages.check,
                 )
 
-    async def _write_events(self, con: Connection, events: list[EventRecord]) -> None:
+    async def _write_events(
+        self,
+        con: Connection,
+        events: list[EventRecord],
+        message_columns: tuple[list[str], list[str], list[str], list[bytes]],
+    ) -> None:
+        """The events, the writers-per-actor index and the message records: one statement."""
         columns = list(zip(*(msgspec.structs.astuple(e) for e in events), strict=True))
-        inserted = await con.fetch(_INSERT_EVENTS, *columns)
+        pairs = sorted({(e.actor_id, e.actor_type, e.writer) for e in events})
+        writer_columns = ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
+        inserted = await con.fetch(_WRITE_EVENTS, *columns, *writer_columns, *message_columns)
         if len(inserted) != len(events):
             # Some dots were taken already (or twice in this group): fine only where the
             # stored event is this very event.
@@ -440,14 +460,6 @@ class PostgresStore:
                     raise StoreError(
                         f"conflict: dot ({e.writer!r}, {e.n}) of {e.actor} is already another event"
                     )
-        pairs = sorted({(e.actor_id, e.actor_type, e.writer) for e in events})
-        await con.execute(
-            "INSERT INTO actor_writers (actor_id, actor_type, writer)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
-            [p[0] for p in pairs],
-            [p[1] for p in pairs],
-            [p[2] for p in pairs],
-        )
 
     async def _write_snapshot(
         self, con: Connection, snapshot: SnapshotRecord, pack: PackRecord
