@@ -409,6 +409,63 @@ async def test_a_failing_reply_or_ack_is_logged_and_never_settles_a_command_twic
         assert "could not settle command o1 (ack)" in logged
 
 
+class TakenBack:
+    """A delivery the queue has taken back (as when its channel is lost): no longer live,
+    whatever its channel says; records any settle."""
+
+    def __init__(self, delivery: Delivery, settles: list[str]) -> None:
+        self.delivery = delivery
+        self.settles = settles
+        self.live = False
+
+    async def ack(self) -> None:
+        self.settles.append("ack")
+
+    async def retry(self) -> None:
+        self.settles.append("retry")
+
+    async def dead(self, error_type: str, error: str, *, attempts: int | None = None) -> None:
+        self.settles.append("dead")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.delivery, name)
+
+
+async def test_a_delivery_taken_back_is_neither_run_nor_settled(
+    store: str, make_broker: Callable[..., str]
+) -> None:
+    """Another worker may run it (and the actor's later commands) already: running it here
+    as well would put two writers on the actor."""
+    broker = make_broker()
+    actor = logs("tb")
+    settles: list[str] = []
+    async with Client.open(broker) as client:
+        await client.send(actor, Append(1), message_id="t1")
+        queue = await open_queue(broker)
+
+        async def taken_back(handler: Callable[[Delivery], Coroutine[Any, Any, None]]) -> Any:
+            async def wrapped(delivery: Delivery) -> None:
+                await handler(TakenBack(delivery, settles))
+
+            return await consume(wrapped)
+
+        consume, queue.consume = queue.consume, taken_back  # type: ignore[method-assign]
+        try:
+            async with Runtime.open(store, APP) as runtime:
+                worker = Worker(runtime, queue, APP)
+                async with running(worker):
+                    await until(lambda: worker.stats.abandoned == 1)
+                assert await runtime.state(actor) == ()
+        finally:
+            await queue.aclose()  # its delivery goes back to the queue, as it really would
+        assert settles == []
+        assert (worker.stats.applied, worker.stats.retried, worker.stats.dead) == (0, 0, 0)
+        async with worker_on(store, broker) as second:
+            await until(lambda: second.stats.applied == 1)
+            assert await second.runtime.state(actor) == (1,)
+            assert second.stats.duplicates == 0
+
+
 # -- redelivery --------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from .apps import load_app
 from .client import Client
 from .clock import Order, VectorClock
 from .errors import (
+    Abandoned,
     BrokerError,
     BrokerUnavailable,
     ClosedError,
@@ -45,6 +46,7 @@ from .worker import Worker, WorkerStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "Abandoned",
     "ActorRef",
     "ActorType",
     "Branch",

@@ -95,6 +95,10 @@ class CommandFailed(CommandError):
         self.reply = reply
 
 
+class Abandoned(CommandError):
+    """The caller withdrew the command (its ``valid`` check failed) before it was stored."""
+
+
 class CommandTimeout(CommandError, TimeoutError):
     """No reply came in time. The command was sent and may still be applied later."""
 

@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .actor import ActorType, Event, Outcome
@@ -23,6 +23,7 @@ from .clock import VectorClock
 from .codec import DEFAULT_MAX_PAYLOAD, Codec
 from .config import cache_url, store_url
 from .errors import (
+    Abandoned,
     ClosedError,
     ConfigurationError,
     DecodingError,
@@ -215,14 +216,21 @@ class Runtime:
     # -- the public operations -----------------------------------------------------------
 
     async def send(
-        self, actor: ActorRef, command: object, *, message_id: str | None = None
+        self,
+        actor: ActorRef,
+        command: object,
+        *,
+        message_id: str | None = None,
+        valid: Callable[[], bool] | None = None,
     ) -> Outcome[Any, Any]:
         """Decide ``command`` on ``actor``; return once its events are durable.
 
         Raises the actor type's :class:`Rejected` subclass, :class:`UnknownCommand`,
         :class:`HandlerError` or an encoding error; in each case nothing was stored.
         A ``message_id`` that was processed before returns the earlier events and writes
-        nothing.
+        nothing. ``valid`` is asked when the actor's turn comes and again just before the
+        write; if it says no, :class:`Abandoned` is raised and nothing is written (a worker
+        uses it to drop a delivery the broker has already given to another worker).
         """
         kind = self._kind(actor)
         if type(command) not in kind.commands:
@@ -235,7 +243,7 @@ class Runtime:
             cell = self._cell(actor, kind)
             try:
                 async with cell.lock:
-                    return await self._process(cell, command, message_id)
+                    return await self._process(cell, command, message_id, valid)
             finally:
                 self._release(cell)
 
@@ -484,8 +492,14 @@ class Runtime:
     # -- processing ----------------------------------------------------------------------
 
     async def _process(
-        self, cell: _Cell, command: object, message_id: str | None
+        self,
+        cell: _Cell,
+        command: object,
+        message_id: str | None,
+        valid: Callable[[], bool] | None = None,
     ) -> Outcome[Any, Any]:
+        if valid is not None and not valid():
+            raise Abandoned(f"command to {cell.ref} withdrawn before its turn")
         if not cell.loaded:
             await self._load(cell)
         ref = cell.ref
@@ -588,6 +602,9 @@ class Runtime:
             pack = PackRecord(actor=ref, clock=clock, events=tuple(r for r, _ in new_since))
             batch.snapshots.append((snapshot, pack))
 
+        if valid is not None and not valid():
+            cell.loaded = False  # decide or evolve may have changed the state in place
+            raise Abandoned(f"command to {cell.ref} withdrawn before its write")
         if records or batch.messages or batch.snapshots:
             try:
                 await self.store.commit(batch)

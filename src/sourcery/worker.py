@@ -36,6 +36,7 @@ from typing import Any, Literal
 from .actor import ActorType, Outcome
 from .config import broker_url
 from .errors import (
+    Abandoned,
     ClosedError,
     ConfigurationError,
     Rejected,
@@ -76,6 +77,9 @@ class WorkerStats:
     rejected: int = 0
     retried: int = 0
     dead: int = 0
+    abandoned: int = 0
+    """Deliveries dropped unrun because their channel had gone (the queue gave them to
+    another consumer)."""
 
 
 class Worker:
@@ -239,7 +243,14 @@ class Worker:
             return _Verdict("dead", message_id, _actor_of(envelope), "failed", exc=exc, failures=1)
         # No wait before this call: it takes the actor's place in line in arrival order.
         try:
-            outcome = await self._send(actor, command, message_id)
+            outcome = await self._send(actor, command, message_id, delivery)
+        except Abandoned:
+            # Its channel is gone, so the queue has it back and may already have handed it
+            # (and the actor's later commands) to another worker: running it here too would
+            # put two writers on the actor. Nothing was written; nothing can be settled.
+            log.info("command %s to %s dropped: its delivery was taken back", message_id, actor)
+            self.stats.abandoned += 1
+            return _ABANDONED
         except Rejected as exc:
             self._failures.pop(message_id, None)
             self.stats.rejected += 1
@@ -275,12 +286,17 @@ class Worker:
                 self.publisher.wake()
         return _Verdict("ack", message_id, actor, status, outcome=outcome)
 
-    async def _send(self, actor: ActorRef, command: object, message_id: str) -> Outcome[Any, Any]:
-        """``runtime.send``, waiting out an unreachable store unless stopping."""
+    async def _send(
+        self, actor: ActorRef, command: object, message_id: str, delivery: Delivery
+    ) -> Outcome[Any, Any]:
+        """``runtime.send``, waiting out an unreachable store unless stopping; the command
+        is dropped (:class:`Abandoned`) if its delivery is taken back before the write."""
         pause = STORE_RETRY_FIRST
         while True:
             try:
-                return await self.runtime.send(actor, command, message_id=message_id)
+                return await self.runtime.send(
+                    actor, command, message_id=message_id, valid=lambda: delivery.live
+                )
             except StoreUnavailable as exc:
                 if self._stopping.is_set():
                     raise
@@ -311,6 +327,8 @@ class Worker:
         so is a failing settle (a delivery whose channel is gone comes back by itself).
         """
         try:
+            if verdict.settle == "none":
+                return
             if verdict.settle == "ack":
                 await self._reply(delivery, verdict)  # first: the sender hears at once
                 await delivery.ack()
@@ -383,7 +401,7 @@ class Worker:
 class _Verdict:
     """How to settle a delivery, and what to reply."""
 
-    settle: Literal["ack", "retry", "dead"]
+    settle: Literal["ack", "retry", "dead", "none"]
     message_id: str = ""
     actor: ActorRef | None = None
     status: Status | None = None
@@ -395,6 +413,7 @@ class _Verdict:
 
 
 _RETRY = _Verdict("retry")
+_ABANDONED = _Verdict("none")
 
 
 def _actor_of(envelope: CommandEnvelope) -> ActorRef | None:

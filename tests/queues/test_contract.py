@@ -217,6 +217,36 @@ async def test_deliveries_a_closed_consumer_left_unsettled_go_to_the_next(
         assert await two.nothing_more()
 
 
+async def test_a_delivery_is_live_until_settled_or_taken_back(
+    make_url: Callable[..., str],
+) -> None:
+    # A worker must not run a delivery that is no longer live: the queue has given it, and
+    # the actor's later commands, to another consumer.
+    url = make_url(queues=2)
+    first = await open_queue(url)
+    try:
+        one = Collector()
+        await first.consume(one)
+        for n in range(3):
+            await first.send(ActorRef("account", f"l{n}"), b"x", message_id=f"m{n}")
+        taken = await one.take(3)
+        assert [d.live for d in taken] == [True, True, True]
+        await taken[0].ack()
+        await taken[1].retry()
+        assert [d.live for d in taken] == [False, False, True]
+    finally:
+        await first.aclose()  # as if its connection were lost: the third taken back
+    assert taken[2].live is False
+    async with opened(url) as second:
+        two = Collector()
+        await second.consume(two)
+        back = await two.take(2)
+        assert sorted(d.message_id for d in back) == ["m1", "m2"]
+        assert all(d.live for d in back)
+        for d in back:
+            await d.ack()
+
+
 async def test_one_active_consumer_per_queue_and_a_takeover_when_it_stops(
     make_url: Callable[..., str],
 ) -> None:

@@ -111,6 +111,7 @@ class AmqpDelivery:
 
     __slots__ = (
         "_acks",
+        "_channel",
         "_message",
         "_queue",
         "_settled",
@@ -123,6 +124,8 @@ class AmqpDelivery:
 
     def __init__(self, queue: AmqpQueue, message: AbstractIncomingMessage) -> None:
         self._queue = queue
+        # Kept: ``message.channel`` raises once the channel is closed.
+        self._channel = message.channel
         self._message = message
         self.body = message.body
         self.message_id = message.message_id or ""
@@ -133,6 +136,10 @@ class AmqpDelivery:
         # Registered as it arrives (before any await), so in delivery-tag order.
         self._tag = message.delivery_tag or 0
         self._acks = _Acks.of(message, self._tag) if self._tag else None
+
+    @property
+    def live(self) -> bool:
+        return not self._settled and not self._channel.is_closed
 
     async def ack(self) -> None:
         if self._settling() and self._acks is not None:

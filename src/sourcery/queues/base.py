@@ -105,6 +105,12 @@ class Delivery(Protocol):
     def reply_to(self) -> str | None:
         """Where the sender waits for a reply, if it does."""
 
+    @property
+    def live(self) -> bool:
+        """False once it is settled or taken back (its channel or connection is gone, so
+        the queue gives it, and the actor's later commands, to another consumer): a worker
+        must then not run it."""
+
     async def ack(self) -> None:
         """Done: the queue forgets it."""
 

@@ -123,6 +123,10 @@ class _Tracked:
         self.reply_to = delivery.reply_to
         session.started(index)
 
+    @property
+    def live(self) -> bool:
+        return self._session is not None and self._delivery.live
+
     def _done(self) -> None:
         session, self._session = self._session, None
         if session is not None:

@@ -163,6 +163,10 @@ class MemoryDelivery:
         self.attempts = message.returned + 1
         self.settled = False
 
+    @property
+    def live(self) -> bool:
+        return not self.settled
+
     def _settle(self) -> bool:
         if self.settled:
             return False  # taken back already, as from a closed channel
