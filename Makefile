@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-broker-faults bench clean
+.PHONY: venv demo test bench clean
 
 venv: $(STAMP)
 
@@ -23,10 +23,6 @@ test: venv
 	$(BIN)/pytest
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-
-test-broker-faults: venv
-	bash scripts/ensure-services.sh
-	$(BIN)/pytest -m broker_faults
 
 bench: venv
 	$(BIN)/python -m benchmarks

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+from private_broker import PrivateBroker, private_node, rabbitmq_missing
 from services import (
     amqp_down,
     amqp_url,
@@ -68,3 +69,21 @@ def make_broker(request: pytest.FixtureRequest) -> Callable[..., str]:
     if reason is not None:
         pytest.skip(reason)
     return make
+
+
+@pytest.fixture(scope="session")
+def _private_broker_session() -> Iterator[PrivateBroker]:
+    """A RabbitMQ node of this session's own, started by the first test that asks for it."""
+    reason = rabbitmq_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with private_node() as node:
+        yield node
+
+
+@pytest.fixture
+def private_broker(_private_broker_session: PrivateBroker) -> PrivateBroker:
+    """The private node (see ``private_broker.py``), running: the only broker a test may
+    break (drop its connections, restart it)."""
+    _private_broker_session.start()  # a no-op, unless an earlier test left it stopped
+    return _private_broker_session

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from services import amqp_down, amqp_url, memory_queue_url
+from private_broker import PrivateBroker
+from services import memory_queue_url
 
 from sourcery.client import Client
 from sourcery.errors import (
@@ -28,12 +28,6 @@ from sourcery.worker import Worker
 
 WAIT = 10.0
 A1 = accounts("a1")
-
-
-def needs_amqp() -> None:
-    reason = amqp_down()
-    if reason is not None:
-        pytest.skip(reason)
 
 
 @asynccontextmanager
@@ -183,33 +177,11 @@ async def test_an_unreachable_broker_is_broker_unavailable() -> None:
         await AmqpQueue.open("amqp://guest:guest@127.0.0.1:1/?prefix=nowhere")
 
 
-def _close_connection(name: str) -> bool:
-    """Have RabbitMQ close the connection the client named ``name`` (as a broker restart
-    would, for that connection alone)."""
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    pids = [line.split("\t")[0] for line in listed.splitlines() if name in line]
-    for pid in pids:
-        subprocess.run(
-            ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
-    return bool(pids)
-
-
-@pytest.mark.broker_faults
 async def test_after_a_lost_connection_sends_wait_for_the_reconnection_and_workers_resume(
-    tmp_path: Path,
+    tmp_path: Path, private_broker: PrivateBroker
 ) -> None:
-    needs_amqp()
-    broker = amqp_url()
+    # The private node closes the client's and the worker's connections, as a restart would.
+    broker = private_broker.url()
     client_name = f"client-{uuid.uuid4().hex}"
     worker_name = f"worker-{uuid.uuid4().hex}"
     async with (
@@ -217,8 +189,8 @@ async def test_after_a_lost_connection_sends_wait_for_the_reconnection_and_worke
         worker_on(f"sqlite:///{tmp_path / 's.db'}", f"{broker}&name={worker_name}") as worker,
     ):
         assert (await client.request(A1, Deposit(1), timeout=WAIT)).status == "ok"
-        assert _close_connection(client_name)
-        assert _close_connection(worker_name)
+        assert private_broker.close_connections(client_name)
+        assert private_broker.close_connections(worker_name)
         # Sent while both connections are being restored: confirmed once they are back.
         ids = await asyncio.gather(*(client.send(A1, Deposit(1)) for _ in range(20)))
         assert len(set(ids)) == 20
