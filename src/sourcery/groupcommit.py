@@ -143,6 +143,16 @@ class LookupBatcher(_Batching[K, "V | None"]):
         return self._queue(key)
 
     async def _next(self) -> None:
+        # One more turn of the event loop first: the deliveries that arrived together reach
+        # their lookups in the same few turns, and so share the query.
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            closed = ClosedError("the store closed during a lookup")
+            for _, future in self._pending:
+                _settle(future, closed)
+            self._pending.clear()
+            raise
         # Up to max_keys keys, each with every caller waiting for it.
         keys: dict[K, list[asyncio.Future[V | None]]] = {}
         later: list[tuple[K, asyncio.Future[V | None]]] = []

@@ -133,3 +133,18 @@ async def test_a_cancelled_query_fails_its_callers_and_those_queued_with_closed(
     for future in (first, queued):
         with pytest.raises(ClosedError):
             await future
+
+
+async def test_a_query_cancelled_before_it_starts_fails_its_callers_with_closed() -> None:
+    async def fetch(keys: Sequence[str]) -> Mapping[str, str]:
+        return {k: k for k in keys}
+
+    batcher: LookupBatcher[str, str] = LookupBatcher(fetch)
+    asked = [batcher.get(k) for k in "ab"]
+    await asyncio.sleep(0)  # the query task is under way, not yet querying
+    task = batcher._task
+    assert task is not None
+    task.cancel()
+    for future in asked:
+        with pytest.raises(ClosedError):
+            await future
