@@ -124,8 +124,10 @@ class AmqpDelivery:
 
     def __init__(self, queue: AmqpQueue, message: AbstractIncomingMessage) -> None:
         self._queue = queue
-        # Kept: ``message.channel`` raises once the channel is closed.
-        self._channel = message.channel
+        # Kept: ``message.channel`` raises once the channel is closed (None: closed already).
+        self._channel: Any = None
+        with contextlib.suppress(aiormq.exceptions.ChannelInvalidStateError):
+            self._channel = message.channel
         self._message = message
         self.body = message.body
         self.message_id = message.message_id or ""
@@ -139,7 +141,7 @@ class AmqpDelivery:
 
     @property
     def live(self) -> bool:
-        return not self._settled and not self._channel.is_closed
+        return not self._settled and self._channel is not None and not self._channel.is_closed
 
     async def ack(self) -> None:
         if self._settling() and self._acks is not None:
