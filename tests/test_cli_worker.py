@@ -7,10 +7,12 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from private_broker import PrivateBroker
 from services import amqp_down, amqp_url
 
 from sourcery.cli import main
@@ -156,6 +158,51 @@ def test_a_worker_process_answers_commands_and_exits_cleanly_on_sigterm(
 def test_a_worker_with_nothing_to_do_stops_on_sigterm(worker: WorkerProcess) -> None:
     assert worker.stop() == 0
     assert "stopped: 0 applied" in worker.output
+
+
+def eventually(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_worker_started_before_its_broker_waits_for_it(
+    tmp_path: Path, private_broker: PrivateBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = private_broker.url(queues=2)
+    store = f"sqlite:///{tmp_path / 'bank.db'}"
+    private_broker.stop()
+    process = WorkerProcess(store, url, tmp_path / "worker.log", "--name", "early")
+    try:
+        try:
+            eventually(
+                lambda: process.stderr().count("waiting:") >= 2,
+                "the worker did not say it waits for the broker",
+            )
+        finally:
+            private_broker.start()
+        assert process.process.poll() is None, process.stderr()
+        process.wait_started()
+        code, out, _ = send(capsys, url, "account/e1", "Open", '{"owner": "eve"}', "--wait")
+        assert (code, out.startswith("ok: ")) == (0, True), out
+        assert process.stop() == 0
+        assert "stopped: 1 applied" in process.output
+    finally:
+        process.close()
+
+
+def test_a_worker_waiting_for_its_broker_stops_on_sigterm(tmp_path: Path) -> None:
+    url = "amqp://guest:guest@127.0.0.1:1/?prefix=nobody"  # nothing listens on port 1
+    process = WorkerProcess(f"sqlite:///{tmp_path / 'b.db'}", url, tmp_path / "worker.log")
+    try:
+        eventually(lambda: "waiting:" in process.stderr(), "the worker did not wait")
+        assert process.process.poll() is None, process.stderr()
+        assert process.stop() == 0
+        assert "stopped before the broker and the store could be reached" in process.output
+        assert "BrokerUnavailable" not in process.stderr()  # waited, did not crash
+    finally:
+        process.close()
 
 
 def test_send_times_out_without_a_worker(broker: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -860,30 +860,68 @@ def _worker(args: argparse.Namespace, out: Console, err: Console) -> int:
     from .apps import load_app
 
     types = load_app(args.app)
-    return _run(_working(args, types, out))
+    return _run(_working(args, types, out, err))
+
+
+STARTUP_RETRY_MAX = 10.0
+"""Seconds, at most, between two attempts to reach the broker and the store at start."""
 
 
 async def _working(
-    args: argparse.Namespace, types: list[ActorType[Any, Any, Any]], out: Console
+    args: argparse.Namespace, types: list[ActorType[Any, Any, Any]], out: Console, err: Console
 ) -> int:
     from .config import broker_url
+    from .errors import BrokerUnavailable, StoreUnavailable
     from .worker import Worker
 
     broker = broker_url(args.broker)
     url = store_url(args.store)
     events = args.events or os.environ.get("SOURCERY_EVENTS") or None
-    async with Worker.open(
-        types, store=url, broker=broker, cache=args.cache, writer=args.name, events=events
-    ) as worker:
-        loop = asyncio.get_running_loop()
-        handled: list[signal.Signals] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, worker.stop)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                continue
-            handled.append(sig)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    opened: list[Worker] = []
+
+    def stop() -> None:
+        stopping.set()
+        for worker in opened:
+            worker.stop()
+
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
         try:
+            loop.add_signal_handler(sig, stop)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        handled.append(sig)
+    try:
+        # A worker started before its broker or store (a reboot, a deployment) waits for
+        # them, as a service manager would expect, instead of exiting.
+        pause = 0.5
+        while True:
+            try:
+                worker = await Worker.open(
+                    types,
+                    store=url,
+                    broker=broker,
+                    cache=args.cache,
+                    writer=args.name,
+                    events=events,
+                )
+                break
+            except (BrokerUnavailable, StoreUnavailable) as exc:
+                err.print(f"[yellow]waiting:[/] {escape(str(exc))}; next attempt in {pause:g} s")
+                _flush(err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), pause)
+            if stopping.is_set():
+                out.print("stopped before the broker and the store could be reached")
+                _flush(out)
+                return 0
+            pause = min(pause * 2, STARTUP_RETRY_MAX)
+        async with worker:
+            opened.append(worker)
+            if stopping.is_set():
+                worker.stop()
             names = ", ".join(t.name for t in types)
             out.print(
                 f"worker {escape(worker.runtime.writer)} running {escape(names)} on "
@@ -892,15 +930,15 @@ async def _working(
             )
             _flush(out)
             await worker.run()
-        finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
-        s = worker.stats
-        out.print(
-            f"stopped: {s.applied:,} applied, {s.duplicates:,} duplicates, "
-            f"{s.rejected:,} rejected, {s.retried:,} retried, {s.dead:,} dead letters"
-        )
-        _flush(out)
+            s = worker.stats
+            out.print(
+                f"stopped: {s.applied:,} applied, {s.duplicates:,} duplicates, "
+                f"{s.rejected:,} rejected, {s.retried:,} retried, {s.dead:,} dead letters"
+            )
+            _flush(out)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
     return 0
 
 

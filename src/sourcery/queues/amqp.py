@@ -45,7 +45,7 @@ from aio_pika.abc import (
 )
 
 from ..config import AmqpSettings, parse_amqp_url, redact
-from ..errors import BrokerError, BrokerUnavailable, ClosedError
+from ..errors import BrokerError, BrokerUnavailable, ClosedError, ConfigurationError
 from ..records import ActorRef
 from .base import (
     ACTOR_HEADER,
@@ -498,8 +498,27 @@ class AmqpQueue:
                         dead, _ = await self._declare(channel)
                     except aiormq.exceptions.AMQPError as exc:
                         raise BrokerError(f"cannot declare the command queues: {exc}") from exc
+                    await self._check_no_more_queues()
                     self._publisher, self._dead = channel, dead
         return self._publisher, self._dead
+
+    async def _check_no_more_queues(self) -> None:
+        """Refuse to work beside processes that use more command queues: they would send
+        some actors to queues this one never sends them to (fewer is caught by them)."""
+        s = self.settings
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(s.command_queue(s.queues), passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return  # as it should be
+        finally:
+            with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
+                await channel.close()
+        raise ConfigurationError(
+            f"the broker has command queue {s.command_queue(s.queues)!r}: other clients or "
+            f"workers of prefix {s.prefix!r} use more than queues={s.queues}; every process "
+            "of a deployment must use the same number"
+        )
 
     async def _replying(self) -> AbstractRobustChannel:
         if self._replier is None:

@@ -1,0 +1,34 @@
+"""Every process of a deployment must hash actors over the same number of command queues."""
+
+from __future__ import annotations
+
+import pytest
+from services import amqp_down, amqp_prefix, amqp_url
+
+from sourcery.errors import ConfigurationError
+from sourcery.queues import open_queue
+from sourcery.records import ActorRef
+
+
+@pytest.fixture(autouse=True)
+def _broker() -> None:
+    reason = amqp_down()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+async def test_a_process_with_fewer_queues_than_the_deployment_is_refused() -> None:
+    prefix = amqp_prefix()
+    wider = await open_queue(amqp_url(prefix, queues=3))
+    try:
+        with pytest.raises(ConfigurationError, match="use more than queues=2"):
+            await open_queue(amqp_url(prefix, queues=2))
+        # The same number is fine, and the refused process changed nothing: still usable.
+        same = await open_queue(amqp_url(prefix, queues=3))
+        try:
+            await same.send(ActorRef("account", "q1"), b"x", message_id="m1")
+        finally:
+            await same.aclose()
+        await wider.send(ActorRef("account", "q2"), b"y", message_id="m2")
+    finally:
+        await wider.aclose()
