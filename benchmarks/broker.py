@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import sys
 import time
 import uuid
@@ -357,6 +358,45 @@ async def bench_workers(actors: int, commands: int, workers: int = WORKERS) -> R
         # a shared machine, and what a change to the worker's path shows first.
         "rabbitmq_worker_cpu_ms_per_command": cpu * 1000 / total,
     }
+
+
+def summary(rounds: Sequence[tuple[Results, Results]]) -> Results:
+    """The figures of ``rounds`` pairs (raw, then end to end right after it): the median of
+    each rate and the ratio of the medians, each round's pair and its ratio, and totals of
+    the counts. Raw and end-to-end measured in alternation see the same load on a shared
+    machine, which one pair measured once does not."""
+    raw = [r for r, _ in rounds]
+    e2e = [w for _, w in rounds]
+    results: Results = {"rabbitmq_rounds": len(rounds)}
+    for key in (
+        "rabbitmq_raw_publish_per_s",
+        "rabbitmq_raw_per_s",
+        "rabbitmq_raw_busiest_consumer_share",
+    ):
+        results[key] = statistics.median(r[key] for r in raw)
+    for key in (
+        "rabbitmq_commands_per_s",
+        "rabbitmq_busiest_worker_share",
+        "rabbitmq_worker_cpu_ms_per_command",
+    ):
+        results[key] = statistics.median(w[key] for w in e2e)
+    results["rabbitmq_ratio_to_raw"] = (
+        results["rabbitmq_commands_per_s"] / results["rabbitmq_raw_per_s"]
+    )
+    results["rabbitmq_raw_messages"] = sum(r["rabbitmq_raw_messages"] for r in raw)
+    results["rabbitmq_raw_message_bytes"] = raw[0]["rabbitmq_raw_message_bytes"]
+    for key in ("rabbitmq_commands", "rabbitmq_events_written"):
+        results[key] = sum(w[key] for w in e2e)
+    for i, (r, w) in enumerate(rounds, 1):
+        results[f"rabbitmq_round{i}_raw_per_s"] = r["rabbitmq_raw_per_s"]
+        results[f"rabbitmq_round{i}_commands_per_s"] = w["rabbitmq_commands_per_s"]
+        results[f"rabbitmq_round{i}_ratio_to_raw"] = (
+            w["rabbitmq_commands_per_s"] / r["rabbitmq_raw_per_s"]
+        )
+        results[f"rabbitmq_round{i}_worker_cpu_ms_per_command"] = w[
+            "rabbitmq_worker_cpu_ms_per_command"
+        ]
+    return results
 
 
 def _cpu_seconds(pid: int) -> float:
