@@ -239,6 +239,22 @@ def test_send_and_worker_need_a_broker(capsys: pytest.CaptureFixture[str]) -> No
     assert "SOURCERY_BROKER" in capsys.readouterr().err
 
 
+def test_a_worker_does_not_wait_for_what_cannot_come(
+    tmp_path: Path, broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Waiting is for a broker or store that is not up yet, not for a wrong password or a
+    # SQLite file in a folder that does not exist: those fail at once, with the reason.
+    good_store = f"sqlite:///{tmp_path / 'ok.db'}"
+    wrong = broker.replace("guest:guest@", "guest:not-the-password@", 1)
+    assert wrong != broker
+    assert main(["worker", BANK, "--store", good_store, "--broker", wrong]) == 1
+    assert "refused the user or password" in capsys.readouterr().err
+    missing = f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}"
+    assert main(["worker", BANK, "--store", missing, "--broker", broker]) == 1
+    err = capsys.readouterr().err
+    assert "unable to open database file" in err and "waiting:" not in err
+
+
 def test_worker_refuses_an_app_that_is_not_actor_types(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

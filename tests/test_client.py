@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from private_broker import PrivateBroker
@@ -21,7 +22,7 @@ from sourcery.errors import (
     PayloadTooLarge,
 )
 from sourcery.examples.bank import Account, Deposit, Open, accounts
-from sourcery.queues import Delivery, open_queue
+from sourcery.queues import CommandQueue, Delivery, open_queue
 from sourcery.queues.amqp import AmqpQueue
 from sourcery.wire import CommandDecoder, Reply, encode_reply
 from sourcery.worker import Worker
@@ -148,6 +149,40 @@ async def test_closing_fails_waiting_requests_and_refuses_new_ones(
         await waiting
     with pytest.raises(ClosedError):
         await client.send(A1, Open("x"))
+
+
+class CancelledByClose:
+    """A queue whose broker client, like aiormq, cancels the calls it has under way when
+    the connection closes: ``replies`` waits until ``aclose`` and then raises
+    CancelledError, though nobody cancelled the caller's task."""
+
+    def __init__(self, queue: CommandQueue) -> None:
+        self.queue = queue
+        self.closed = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def replies(self, handler: Callable[[str, bytes], None]) -> str:
+        self.entered.set()
+        await self.closed.wait()
+        raise asyncio.CancelledError
+
+    async def aclose(self) -> None:
+        self.closed.set()
+        await self.queue.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+
+async def test_a_request_under_way_when_the_client_closes_gets_closed_error() -> None:
+    queue = CancelledByClose(await open_queue(memory_queue_url()))
+    client = Client(queue, owns=True)
+    waiting = asyncio.create_task(client.request(A1, Open("x"), timeout=WAIT))
+    await asyncio.wait_for(queue.entered.wait(), WAIT)
+    await client.aclose()
+    with pytest.raises(ClosedError, match="closed while sending"):
+        await waiting
+    assert not waiting.cancelled()
 
 
 async def test_too_large_a_command_is_refused_before_sending(

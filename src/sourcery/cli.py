@@ -818,7 +818,9 @@ def _worker_parsers(commands: Any) -> None:
         ),
     )
     worker.add_argument("app", metavar="MODULE:ATTR", help="the actor type(s) to run")
-    worker.add_argument("--store", metavar="URL", help="default: $SOURCERY_STORE")
+    worker.add_argument(
+        "--store", metavar="URL", help="default: $SOURCERY_STORE, else sqlite:///sourcery.db"
+    )
     worker.add_argument("--cache", metavar="URL", help="default: $SOURCERY_CACHE (none)")
     worker.add_argument("--broker", metavar="URL", help="default: $SOURCERY_BROKER")
     worker.add_argument("--name", metavar="NAME", help="the worker's name in its writer id")
@@ -863,6 +865,15 @@ def _worker(args: argparse.Namespace, out: Console, err: Console) -> int:
     return _run(_working(args, types, out, err))
 
 
+def _broker(args: argparse.Namespace) -> str:
+    from .config import broker_url
+
+    url = broker_url(args.broker)
+    if url is None:
+        raise ConfigurationError("no broker: give its URL with --broker URL or SOURCERY_BROKER")
+    return url
+
+
 STARTUP_RETRY_MAX = 10.0
 """Seconds, at most, between two attempts to reach the broker and the store at start."""
 
@@ -870,11 +881,10 @@ STARTUP_RETRY_MAX = 10.0
 async def _working(
     args: argparse.Namespace, types: list[ActorType[Any, Any, Any]], out: Console, err: Console
 ) -> int:
-    from .config import broker_url
     from .errors import BrokerUnavailable, StoreUnavailable
     from .worker import Worker
 
-    broker = broker_url(args.broker)
+    broker = _broker(args)
     url = store_url(args.store)
     events = args.events or os.environ.get("SOURCERY_EVENTS") or None
     loop = asyncio.get_running_loop()
@@ -909,6 +919,8 @@ async def _working(
                 )
                 break
             except (BrokerUnavailable, StoreUnavailable) as exc:
+                if isinstance(exc, StoreUnavailable) and url.startswith("sqlite:"):
+                    raise  # a local file that cannot be opened now will not open later
                 err.print(f"[yellow]waiting:[/] {escape(str(exc))}; next attempt in {pause:g} s")
                 _flush(err)
             with contextlib.suppress(TimeoutError):
@@ -974,7 +986,7 @@ async def _sending(
 ) -> int:
     from .client import Client
 
-    async with Client.open(args.broker) as client:
+    async with Client.open(_broker(args)) as client:
         if not args.wait:
             message_id = await client.send(actor, command, message_id=args.message_id)
             out.print(f"sent {escape(message_id)} to {escape(str(actor))}")

@@ -125,6 +125,17 @@ class Client:
                 f"no reply to command {message_id} for {actor} within {timeout:g} s; "
                 "it is queued and may still be applied"
             ) from None
+        except asyncio.CancelledError:
+            # Closing the connection cancels what the broker client had under way (a
+            # consume, a publish) without anyone cancelling this task: that is a close.
+            task = asyncio.current_task()
+            if self._closed and (task is None or not task.cancelling()):
+                raise ClosedError("the client was closed while sending") from None
+            raise
+        except Exception as exc:
+            if self._closed:
+                raise ClosedError("the client was closed while sending") from exc
+            raise
         finally:
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: a close that failed it while we sent is ours

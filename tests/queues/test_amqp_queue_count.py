@@ -21,8 +21,13 @@ async def test_a_process_with_fewer_queues_than_the_deployment_is_refused() -> N
     prefix = amqp_prefix()
     wider = await open_queue(amqp_url(prefix, queues=3))
     try:
-        with pytest.raises(ConfigurationError, match="use more than queues=2"):
+        with pytest.raises(ConfigurationError, match="use more command queues than queues=2"):
             await open_queue(amqp_url(prefix, queues=2))
+        with pytest.raises(ConfigurationError, match="use fewer command queues than queues=5"):
+            await open_queue(amqp_url(prefix, queues=5))
+        # Refused before declaring anything: no queue 3 or 4 was left behind.
+        for index in (3, 4):
+            assert not await wider._queue_exists(f"{prefix}.commands.{index}")  # type: ignore[attr-defined]
         # The same number is fine, and the refused process changed nothing: still usable.
         same = await open_queue(amqp_url(prefix, queues=3))
         try:

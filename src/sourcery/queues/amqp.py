@@ -421,6 +421,14 @@ class AmqpQueue:
             target = f"{target}{glue}reconnect_interval={DEFAULT_RECONNECT_INTERVAL}"
         try:
             connection = await aio_pika.connect_robust(target, timeout=send_timeout)
+        except (
+            aiormq.exceptions.AuthenticationError,
+            aiormq.exceptions.ProbableAuthenticationError,
+        ) as exc:
+            # Not worth waiting for: a wrong user or password will not fix itself.
+            raise BrokerError(
+                f"RabbitMQ at {redact(settings.url)} refused the user or password: {exc!r}"
+            ) from exc
         except (TimeoutError, *_LOST, aiormq.exceptions.AMQPError) as exc:
             raise BrokerUnavailable(
                 f"cannot connect to RabbitMQ at {redact(settings.url)}: {exc!r}"
@@ -493,32 +501,42 @@ class AmqpQueue:
         if self._publisher is None or self._dead is None:
             async with self._lock:
                 if self._publisher is None or self._dead is None:
+                    await self._check_queue_count()
                     channel = await self._channel(confirms=True)
                     try:
                         dead, _ = await self._declare(channel)
                     except aiormq.exceptions.AMQPError as exc:
                         raise BrokerError(f"cannot declare the command queues: {exc}") from exc
-                    await self._check_no_more_queues()
                     self._publisher, self._dead = channel, dead
         return self._publisher, self._dead
 
-    async def _check_no_more_queues(self) -> None:
-        """Refuse to work beside processes that use more command queues: they would send
-        some actors to queues this one never sends them to (fewer is caught by them)."""
+    async def _check_queue_count(self) -> None:
+        """Refuse to work beside processes that hash actors over another number of command
+        queues: they send some actors to queues this one never sends them to, where two
+        workers would run them at once. Checked before declaring anything, so a refused
+        process leaves the broker as it was."""
         s = self.settings
-        channel = await self._connection.channel()
+        fewer = s.queues > 1 and (
+            await self._queue_exists(s.command_queue(0))
+            and not await self._queue_exists(s.command_queue(s.queues - 1))
+        )
+        if fewer or await self._queue_exists(s.command_queue(s.queues)):
+            raise ConfigurationError(
+                f"other clients or workers of prefix {s.prefix!r} use "
+                f"{'fewer' if fewer else 'more'} command queues than queues={s.queues}; every "
+                "process of a deployment must use the same number"
+            )
+
+    async def _queue_exists(self, name: str) -> bool:
+        channel = await self._connection.channel()  # a refused passive declare closes it
         try:
-            await channel.declare_queue(s.command_queue(s.queues), passive=True)
+            await channel.declare_queue(name, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
-            return  # as it should be
+            return False
         finally:
             with contextlib.suppress(*_LOST, aiormq.exceptions.AMQPError):
                 await channel.close()
-        raise ConfigurationError(
-            f"the broker has command queue {s.command_queue(s.queues)!r}: other clients or "
-            f"workers of prefix {s.prefix!r} use more than queues={s.queues}; every process "
-            "of a deployment must use the same number"
-        )
+        return True
 
     async def _replying(self) -> AbstractRobustChannel:
         if self._replier is None:
