@@ -25,7 +25,7 @@ from sourcery.examples.bank import Deposit, accounts
 from sourcery.ids import IdGenerator, id_to_bytes
 from sourcery.stores.sqlite import MIGRATIONS
 
-from .broker import bench_raw_broker, bench_workers, summary
+from .broker import bench_broker
 from .divergence import bench_resolution, paths
 from .services import bench_cache, bench_postgres
 from .workloads import Add, tally
@@ -196,9 +196,9 @@ def main() -> int:
     parser.add_argument("--branches", default="1000,10000,100000")
     parser.add_argument("--postgres-commands", type=int, default=20_000)
     parser.add_argument(
-        "--broker-commands", type=int, default=10_000, help="per round, raw and end to end"
+        "--broker-commands", type=int, default=5_000, help="per round, raw and end to end"
     )
-    parser.add_argument("--broker-rounds", type=int, default=5)
+    parser.add_argument("--broker-rounds", type=int, default=8)
     parser.add_argument(
         "--skip-services", action="store_true", help="only the embedded figures (no servers)"
     )
@@ -226,7 +226,13 @@ def main() -> int:
                 lambda: asyncio.run(bench_postgres(args.actors, args.postgres_commands)),
             )
             _run(results, "cache", lambda: asyncio.run(bench_cache(200)))
-        _broker(results, args)
+        _run(
+            results,
+            f"rabbitmq: raw and workers in alternation, {args.broker_rounds} rounds",
+            lambda: asyncio.run(
+                bench_broker(args.actors, args.broker_commands, args.broker_rounds)
+            ),
+        )
     if embedded:
         results["sqlite_ratio_to_raw"] = (
             results["sqlite_commands_per_s"] / results["sqlite_raw_inserts_per_s"]
@@ -240,27 +246,6 @@ def main() -> int:
         f"written to {args.output} (one run on {os.cpu_count()} cores; compare runs, not a target)"
     )
     return 0
-
-
-def _broker(results: Results, args: argparse.Namespace) -> None:
-    """Raw broker and end to end in alternation, ``--broker-rounds`` times, so that both
-    see the same load on a shared machine; the medians and every round's pair."""
-    rounds: list[tuple[Results, Results]] = []
-    for i in range(1, args.broker_rounds + 1):
-        raw: Results = {}
-        e2e: Results = {}
-        _run(
-            raw,
-            f"rabbitmq raw ({i}/{args.broker_rounds})",
-            lambda: asyncio.run(bench_raw_broker(args.actors, args.broker_commands)),
-        )
-        _run(
-            e2e,
-            f"rabbitmq workers ({i}/{args.broker_rounds})",
-            lambda: asyncio.run(bench_workers(args.actors, args.broker_commands)),
-        )
-        rounds.append((raw, e2e))
-    results.update(summary(rounds))
 
 
 def _embedded(results: Results, directory: Path, args: argparse.Namespace) -> None:

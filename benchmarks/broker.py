@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import statistics
@@ -163,65 +164,75 @@ class _Consumers:
             await process.wait()
 
 
-async def bench_raw_broker(actors: int, commands: int, consumers: int = WORKERS) -> Results:
-    """Messages fully through the broker per second: published, confirmed, consumed and
-    acknowledged, with ``actors`` concurrent senders (one per actor, each message after
-    the previous one's confirm) and ``consumers`` consumer processes."""
-    import aio_pika
+class _RawSide:
+    """The raw side, set up once and then run in bursts: the workers' command topology,
+    ``consumers`` consumer processes and one confirming publisher."""
 
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = _settings(prefix)
-    plan = workload(actors, commands)
-    total = sum(len(messages) for messages in plan)
-    bodies = []
-    for messages in plan:
-        own = []
-        for ref, command in messages:
-            message_id = format_id(new_id())
-            own.append(
-                (f"{ref.type}/{ref.id}", message_id, encode_command(ref, command, message_id))
-            )
-        bodies.append(own)
-    size = len(bodies[0][-1][2])
-    group = _Consumers(total=total)
-    try:
-        await _declare(settings)
-        await group.start(f"{AMQP}?prefix={prefix}", consumers)
-        followers = [asyncio.create_task(group.follow(i)) for i in range(consumers)]
-        connection = await aio_pika.connect(settings.url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = channel.default_exchange
+    def __init__(self, consumers: int) -> None:
+        self.settings = _settings(f"bench-{uuid.uuid4().hex[:8]}")
+        self.consumers = consumers
+        self.group = _Consumers()
+        self.stack = contextlib.AsyncExitStack()
 
-            async def sender(messages: Sequence[tuple[str, str, bytes]]) -> None:
-                for key, message_id, body in messages:
-                    await exchange.publish(
-                        aio_pika.Message(
-                            body,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            message_id=message_id,
-                        ),
-                        routing_key=settings.command_queue(queue_index(key, settings.queues)),
-                    )
+    async def start(self) -> None:
+        import aio_pika
 
-            start = time.monotonic()
-            await asyncio.gather(*(sender(messages) for messages in bodies))
-            published = time.monotonic() - start
-            await asyncio.wait_for(group.done.wait(), 120)
-            through = max(group.last) - start
-        for task in followers:
-            task.cancel()
-        shares = sorted(group.acked, reverse=True)
-    finally:
-        await group.stop()
-        await delete_names(settings)
-    return {
-        "rabbitmq_raw_messages": total,
-        "rabbitmq_raw_message_bytes": size,
-        "rabbitmq_raw_publish_per_s": total / published,
-        "rabbitmq_raw_per_s": total / through,
-        "rabbitmq_raw_busiest_consumer_share": shares[0] / total,
-    }
+        self.stack.push_async_callback(delete_names, self.settings)
+        await _declare(self.settings)
+        self.stack.push_async_callback(self.group.stop)
+        await self.group.start(f"{AMQP}?prefix={self.settings.prefix}", self.consumers)
+        followers = [asyncio.create_task(self.group.follow(i)) for i in range(self.consumers)]
+        self.stack.callback(lambda: [task.cancel() for task in followers])
+        connection = await aio_pika.connect(self.settings.url)
+        self.stack.push_async_callback(connection.close)
+        channel = await connection.channel(publisher_confirms=True)
+        self.exchange = channel.default_exchange
+
+    async def burst(self, plan: Sequence[Sequence[tuple[ActorRef, object]]]) -> Results:
+        """Messages fully through the broker per second: published, confirmed, consumed
+        and acknowledged, one concurrent sender per actor (each message after the previous
+        one's confirm)."""
+        import aio_pika
+
+        settings = self.settings
+        bodies = []
+        for messages in plan:
+            own = []
+            for ref, command in messages:
+                message_id = format_id(new_id())
+                key = settings.command_queue(queue_index(f"{ref.type}/{ref.id}", settings.queues))
+                own.append((key, message_id, encode_command(ref, command, message_id)))
+            bodies.append(own)
+        total = sum(len(messages) for messages in bodies)
+        group = self.group
+        before = list(group.acked)
+        group.done.clear()
+        group.total += total
+
+        async def sender(messages: Sequence[tuple[str, str, bytes]]) -> None:
+            for key, message_id, body in messages:
+                await self.exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=message_id,
+                    ),
+                    routing_key=key,
+                )
+
+        start = time.monotonic()
+        await asyncio.gather(*(sender(messages) for messages in bodies))
+        published = time.monotonic() - start
+        await asyncio.wait_for(group.done.wait(), 120)
+        through = max(group.last) - start
+        shares = [after - was for after, was in zip(group.acked, before, strict=True)]
+        return {
+            "rabbitmq_raw_messages": total,
+            "rabbitmq_raw_message_bytes": len(bodies[0][-1][2]),
+            "rabbitmq_raw_publish_per_s": total / published,
+            "rabbitmq_raw_per_s": total / through,
+            "rabbitmq_raw_busiest_consumer_share": max(shares) / total,
+        }
 
 
 # --- end to end ------------------------------------------------------------------------
@@ -296,68 +307,122 @@ async def _stop(processes: Sequence[asyncio.subprocess.Process]) -> None:
             await process.wait()
 
 
-async def bench_workers(actors: int, commands: int, workers: int = WORKERS) -> Results:
-    """Commands/s through ``workers`` ``sourcery worker`` processes on PostgreSQL: one
-    client, ``actors`` concurrent senders (one per actor, each command after the previous
-    one's confirm); every actor's last command is a request, whose reply (commands of
-    one actor are processed in order) says that all of that actor's commands are done."""
-    import asyncpg
+class _WorkerSide:
+    """The end-to-end side, set up once and then run in bursts: ``workers`` ``sourcery
+    worker`` processes on PostgreSQL and one client."""
 
-    from sourcery.client import Client
+    def __init__(self, workers: int) -> None:
+        from .services import POSTGRES
 
-    from .services import POSTGRES, _drop
+        self.settings = _settings(f"bench-{uuid.uuid4().hex[:8]}")
+        self.broker = f"{AMQP}?prefix={self.settings.prefix}"
+        self.schema = f"bench_{uuid.uuid4().hex[:12]}"
+        self.store = f"{POSTGRES}?schema={self.schema}&pool_size=4"
+        self.workers = workers
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.stack = contextlib.AsyncExitStack()
 
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = _settings(prefix)
-    broker = f"{AMQP}?prefix={prefix}"
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    store = f"{POSTGRES}?schema={schema}&pool_size=4"
-    plan = workload(actors, commands)
-    total = sum(len(messages) for messages in plan)
-    processes: list[asyncio.subprocess.Process] = []
-    profilers: list[asyncio.subprocess.Process] = []
-    try:
-        processes = await _start_workers(store, broker, settings, workers)
-        profilers = await _profile(processes)
-        cpu_before = sum(_cpu_seconds(p.pid) for p in processes)
-        async with Client.open(broker) as client:
+    async def start(self) -> None:
+        from sourcery.client import Client
 
-            async def sender(messages: Sequence[tuple[ActorRef, object]]) -> None:
-                *rest, (ref, last) = messages
-                for actor, command in rest:
-                    await client.send(actor, command)
-                await client.request(ref, last, timeout=120)
+        from .services import _drop
 
-            start = time.monotonic()
-            await asyncio.gather(*(sender(messages) for messages in plan))
-            elapsed = time.monotonic() - start
-        cpu = sum(_cpu_seconds(p.pid) for p in processes) - cpu_before
+        self.stack.push_async_callback(_drop, self.schema)
+        self.stack.push_async_callback(self._delete_names)
+        self.stack.push_async_callback(_stop, self.processes)
+        self.processes += await _start_workers(self.store, self.broker, self.settings, self.workers)
+        for profiler in await _profile(self.processes):
+            self.stack.push_async_callback(_interrupt, profiler)
+        self.client = await self.stack.enter_async_context(Client.open(self.broker))
+
+    async def _delete_names(self) -> None:
+        async with asyncio.timeout(60):
+            await delete_names(self.settings)
+
+    async def burst(self, plan: Sequence[Sequence[tuple[ActorRef, object]]]) -> Results:
+        """Commands/s: one concurrent sender per actor (each command after the previous
+        one's confirm); every actor's last command is a request, whose reply (commands of
+        one actor are processed in order) says that all of that actor's commands are
+        done."""
+        client = self.client
+
+        async def sender(messages: Sequence[tuple[ActorRef, object]]) -> None:
+            *rest, (ref, last) = messages
+            for actor, command in rest:
+                await client.send(actor, command)
+            await client.request(ref, last, timeout=120)
+
+        total = sum(len(messages) for messages in plan)
+        cpu_before = sum(_cpu_seconds(p.pid) for p in self.processes)
+        start = time.monotonic()
+        await asyncio.gather(*(sender(messages) for messages in plan))
+        elapsed = time.monotonic() - start
+        cpu = sum(_cpu_seconds(p.pid) for p in self.processes) - cpu_before
+        return {
+            "rabbitmq_commands": total,
+            "rabbitmq_commands_per_s": total / elapsed,
+            # CPU the workers spent per command (user + system): less noisy than the rate
+            # on a shared machine, and what a change to the worker's path shows first.
+            "rabbitmq_worker_cpu_ms_per_command": cpu * 1000 / total,
+        }
+
+    async def written(self) -> Results:
+        """The events the workers wrote, and the busiest one's share of them."""
+        import asyncpg
+
+        from .services import POSTGRES
+
         con = await asyncpg.connect(POSTGRES)
         try:
             rows = await con.fetch(
-                f'SELECT writer, count(*) AS n FROM "{schema}".events GROUP BY writer'
+                f'SELECT writer, count(*) AS n FROM "{self.schema}".events GROUP BY writer'
             )
         finally:
             await con.close()
-    finally:
-        for profiler in profilers:
-            profiler.send_signal(signal.SIGINT)
-            await profiler.wait()
-        await _stop(processes)
-        async with asyncio.timeout(60):
-            await delete_names(settings)
-        await _drop(schema)
-    written = sum(row["n"] for row in rows)
-    busiest = max((row["n"] for row in rows), default=0)
-    return {
-        "rabbitmq_commands": total,
-        "rabbitmq_commands_per_s": total / elapsed,
-        "rabbitmq_events_written": written,
-        "rabbitmq_busiest_worker_share": busiest / max(written, 1),
-        # CPU the workers spent per command (user + system): less noisy than the rate on
-        # a shared machine, and what a change to the worker's path shows first.
-        "rabbitmq_worker_cpu_ms_per_command": cpu * 1000 / total,
-    }
+        written = sum(row["n"] for row in rows)
+        return {
+            "rabbitmq_events_written": written,
+            "rabbitmq_busiest_worker_share": max((row["n"] for row in rows), default=0)
+            / max(written, 1),
+        }
+
+
+async def _interrupt(profiler: asyncio.subprocess.Process) -> None:
+    profiler.send_signal(signal.SIGINT)
+    await profiler.wait()
+
+
+async def bench_broker(actors: int, commands: int, rounds: int, workers: int = WORKERS) -> Results:
+    """The raw broker rate and commands/s through the workers, measured in alternation:
+    ``rounds`` bursts of ``commands`` each (Deposits to ``actors`` accounts, opened
+    beforehand), raw then end to end, on both sides' processes started once, so that
+    both see the same load on a shared machine and no round pays for a start."""
+    plan = [[(ref, Deposit(1)) for ref, _ in messages] for messages in workload(actors, commands)]
+    opening = [[(accounts(f"acct-{i}"), Open(f"owner-{i}"))] for i in range(actors)]
+    raw = _RawSide(workers)
+    e2e = _WorkerSide(workers)
+    pairs: list[tuple[Results, Results]] = []
+    async with raw.stack, e2e.stack:
+        await raw.start()
+        await e2e.start()
+        await raw.burst(opening)  # warm-up, not counted
+        await e2e.burst(opening)
+        for _ in range(rounds):
+            await _settle()
+            measured = await raw.burst(plan)
+            await _settle()
+            pairs.append((measured, await e2e.burst(plan)))
+        written = await e2e.written()
+    written["rabbitmq_events_written"] -= actors  # the Opens
+    return {**summary(pairs), **written}
+
+
+async def _settle() -> None:
+    """The previous burst's garbage collected and its dirty pages written out, so that no
+    burst pays for another's writes."""
+    gc.collect()
+    await asyncio.to_thread(os.sync)
+    await asyncio.sleep(0.5)
 
 
 def summary(rounds: Sequence[tuple[Results, Results]]) -> Results:
@@ -374,19 +439,14 @@ def summary(rounds: Sequence[tuple[Results, Results]]) -> Results:
         "rabbitmq_raw_busiest_consumer_share",
     ):
         results[key] = statistics.median(r[key] for r in raw)
-    for key in (
-        "rabbitmq_commands_per_s",
-        "rabbitmq_busiest_worker_share",
-        "rabbitmq_worker_cpu_ms_per_command",
-    ):
+    for key in ("rabbitmq_commands_per_s", "rabbitmq_worker_cpu_ms_per_command"):
         results[key] = statistics.median(w[key] for w in e2e)
     results["rabbitmq_ratio_to_raw"] = (
         results["rabbitmq_commands_per_s"] / results["rabbitmq_raw_per_s"]
     )
     results["rabbitmq_raw_messages"] = sum(r["rabbitmq_raw_messages"] for r in raw)
     results["rabbitmq_raw_message_bytes"] = raw[0]["rabbitmq_raw_message_bytes"]
-    for key in ("rabbitmq_commands", "rabbitmq_events_written"):
-        results[key] = sum(w[key] for w in e2e)
+    results["rabbitmq_commands"] = sum(w["rabbitmq_commands"] for w in e2e)
     for i, (r, w) in enumerate(rounds, 1):
         results[f"rabbitmq_round{i}_raw_per_s"] = r["rabbitmq_raw_per_s"]
         results[f"rabbitmq_round{i}_commands_per_s"] = w["rabbitmq_commands_per_s"]
