@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_bad_input import Bag, Put, bags  # its evolve changes the state in place
 
 from sourcery import Abandoned, ActorRef, CommandError, Runtime
 from sourcery.examples import bank
@@ -66,3 +67,18 @@ async def test_a_valid_command_is_asked_twice_and_applied(tmp_path: Path) -> Non
         outcome = await runtime.send(ACCOUNT, Open("ann"), valid=valid)
         assert [e.type for e in outcome.events] == ["Opened"]
         assert asked == [True, True]
+
+
+async def test_a_command_withdrawn_before_its_write_leaves_no_in_place_change(
+    tmp_path: Path,
+) -> None:
+    async with await Runtime.open(f"sqlite:///{tmp_path / 's.db'}", [bags]) as runtime:
+        await runtime.send(bags("b"), Put(1))
+        valid, _ = answers(True, False)
+        with pytest.raises(Abandoned, match="before its write"):
+            await runtime.send(bags("b"), Put(2), valid=valid)
+        # evolve appended 2 to the state in place before the withdrawal: the actor is
+        # reloaded, so neither a read nor the next command sees it.
+        assert await runtime.state(bags("b")) == Bag([1])
+        outcome = await runtime.send(bags("b"), Put(3))
+        assert outcome.state == Bag([1, 3])

@@ -31,7 +31,8 @@ WAIT = 30  # seconds before a test that waits for a delivery gives up (it hangs 
 class Consumer:
     """Deliveries of the single command queue, received and left unsettled."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        self.channel = channel
         self.received: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
 
     async def take(self, count: int) -> list[AmqpDelivery]:
@@ -41,10 +42,10 @@ class Consumer:
 
 @asynccontextmanager
 async def consuming(queue: AmqpQueue, prefetch: int) -> AsyncIterator[Consumer]:
-    consumer = Consumer()
     connection = await aio_pika.connect(queue.settings.url)
     try:
         channel = await connection.channel()
+        consumer = Consumer(channel)
         await channel.set_qos(prefetch_count=prefetch)
         source = await channel.get_queue(queue.settings.command_queue(0), ensure=False)
 
@@ -97,28 +98,39 @@ async def test_acks_in_any_order_settle_exactly_those_acked_with_fewer_frames(
     async with consuming(queue, prefetch=40) as consumer:
         first = await consumer.take(40)  # the prefetch: no more until some are acked
         assert [d.message_id for d in first] == ids[:40]
-        order = list(range(40))
-        random.Random(5).shuffle(order)
-        # Half of them, in waves, as commands finish: each wave's acks go out in one flush.
-        for wave in (order[:7], order[7:20]):
+        rng = random.Random(5)
+        # Half of them, in two waves, each in any order, as commands finish: tags 1-7, then
+        # tags 8-16 with four scattered above tag 17, which stays unsettled.
+        low, high = list(range(7)), [*range(7, 16), *rng.sample(range(17, 40), 4)]
+        for wave in (low, high):
+            rng.shuffle(wave)
             await asyncio.gather(*(first[i].ack() for i in wave))
-        assert frames(first) <= 20
+        # Each wave's run from the lowest unsettled tag is one ``multiple`` ack; only the
+        # four above tag 17 go alone: 6 frames for 20 acks (20 if each went alone).
+        assert frames(first) <= 8
         # The acks reached the broker: it delivers more into the freed prefetch.
         rest = await consumer.take(20)
         assert [d.message_id for d in rest] == ids[40:]
     # The channel closed with the others unsettled: exactly those come back (an ack that
     # covered one of them too early would have lost it).
-    unsettled = {ids[i] for i in order[20:]} | set(ids[40:])
+    unsettled = {ids[i] for i in set(range(40)) - {*low, *high}} | set(ids[40:])
     async with consuming(queue, prefetch=100) as consumer:
         again = await consumer.take(40)
         assert {d.message_id for d in again} == unsettled
         assert {d.attempts for d in again} == {2}
         await asyncio.gather(*(d.ack() for d in reversed(again)))
         assert frames(again) == 1
-        # A second settlement of a delivery is ignored, not an error on the channel.
+        # A second settlement of a delivery is ignored: nothing reaches the broker, which
+        # would close the channel (PRECONDITION_FAILED, unknown delivery tag).
         await again[0].ack()
         await again[1].retry()
-    await assert_all_settled(queue)
+        await consumer.channel.set_qos(prefetch_count=100)  # a round trip: still open
+        (later,) = await send(queue, 1)
+        (last,) = await consumer.take(1)
+        assert last.message_id == later and last.live
+        await last.ack()
+        assert frames([*again, last]) == 2
+    await assert_all_settled(queue)  # ``last`` too was acked, on that same channel
 
 
 async def test_retry_and_dead_between_acks_settle_each_delivery_once(queue: AmqpQueue) -> None:
@@ -158,17 +170,23 @@ async def test_acks_for_a_channel_that_is_gone_are_dropped_and_redelivered(
     ids = await send(queue, 10)
     async with consuming(queue, prefetch=100) as consumer:
         old = await consumer.take(10)
-    # The channel is closed: acking its deliveries is no error and acks nothing.
-    await asyncio.gather(*(d.ack() for d in old[:5]))
-    await asyncio.gather(*(d.retry() for d in old[5:]))
     async with consuming(queue, prefetch=100) as consumer:
         again = await consumer.take(10)
         assert [d.message_id for d in again] == ids
         assert {d.attempts for d in again} == {2}
-        # New tags on a new channel: the old ones never count for them.
-        assert all(d._acks is not old[0]._acks for d in again)
-        await asyncio.gather(*(d.ack() for d in again[1:]))
-        await again[0].ack()
+        # The old channel is closed: settling its deliveries is no error, and their tags
+        # (1-10, the numbers of ``again`` on this channel) are never acked here.
+        await asyncio.gather(*(d.ack() for d in old[:5]))
+        await asyncio.gather(*(d.retry() for d in old[5:]))
+        await consumer.channel.set_qos(prefetch_count=100)  # a round trip: still open
+        assert all(d.live for d in again)
+    # Left unsettled, all ten come back once more.
+    async with consuming(queue, prefetch=100) as consumer:
+        third = await consumer.take(10)
+        assert [d.message_id for d in third] == ids
+        assert {d.attempts for d in third} == {3}
+        await asyncio.gather(*(d.ack() for d in third[1:]))
+        await third[0].ack()
     await assert_all_settled(queue)
 
 
