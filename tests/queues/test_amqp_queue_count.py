@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from services import amqp_down, amqp_prefix, amqp_url
 
@@ -37,3 +39,22 @@ async def test_a_process_with_fewer_queues_than_the_deployment_is_refused() -> N
         await wider.send(ActorRef("account", "q2"), b"y", message_id="m2")
     finally:
         await wider.aclose()
+
+
+async def test_a_process_starting_while_another_declares_the_queues_starts() -> None:
+    # The other one's half-declared set must not look like a deployment with fewer queues.
+    prefix = amqp_prefix()
+    url = amqp_url(prefix, queues=12)
+    probe = await open_queue(amqp_url(amqp_prefix()))
+    first = asyncio.create_task(open_queue(url))
+    try:
+        names = [f"{prefix}.commands.{i}" for i in (0, 11)]
+        async with asyncio.timeout(30):
+            while not any([await probe._queue_exists(n) for n in names]):  # type: ignore[attr-defined]
+                await asyncio.sleep(0)
+        assert not first.done()  # caught half-way
+        second = await open_queue(url)
+        await second.aclose()
+    finally:
+        await (await first).aclose()
+        await probe.aclose()

@@ -476,11 +476,14 @@ class AmqpQueue:
         await dead_queue.bind(dead, "")
         queues: list[AbstractQueue] = []
         arguments = self._queue_arguments()
-        for index in range(s.queues):
+        # The last first: once queue 0 exists, all of a deployment's queues do, even while
+        # other processes declare them too (what _check_queue_count relies on).
+        for index in reversed(range(s.queues)):
             queue = await channel.declare_queue(
                 s.command_queue(index), durable=True, arguments=arguments
             )
             queues.append(queue)
+        queues.reverse()
         return dead, queues
 
     async def _channel(self, *, confirms: bool) -> AbstractRobustChannel:
