@@ -51,6 +51,7 @@ import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import aio_pika
 import aiormq
@@ -62,6 +63,7 @@ from aio_pika.abc import (
     AbstractQueue,
     ConsumerTag,
 )
+from aiormq.abc import DeliveredMessage
 
 from ..config import AmqpSettings
 from ..errors import BrokerError, BrokerUnavailable
@@ -81,7 +83,7 @@ STUCK_INTERVALS = 3.0
 """A lease nobody holds for this long is claimed by any worker, whatever its share."""
 SETTLE_YIELDS = 5
 """Loop turns after a consumer is cancelled, for the deliveries that arrived before the
-cancellation was confirmed to reach the handler (aio-pika hands each over in a task)."""
+cancellation was confirmed to reach the handler (aiormq hands each over in a task)."""
 
 _LOST = (
     aiormq.exceptions.AMQPError,
@@ -196,6 +198,32 @@ class _Session:
         self.lost.set()
         with contextlib.suppress(*_LOST, asyncio.TimeoutError):
             await asyncio.wait_for(self.connection.close(), 5)
+
+
+class _Incoming:
+    """What :class:`AmqpDelivery` reads of an ``IncomingMessage``, taken from aiormq's
+    delivery as it is (the channel, for settling, only while it is open)."""
+
+    __slots__ = ("_channel", "body", "delivery_tag", "headers", "message_id", "reply_to")
+
+    def __init__(self, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        self._channel = message.channel
+        self.body = message.body
+        self.delivery_tag = message.delivery_tag
+        self.headers = properties.headers or {}
+        self.message_id = properties.message_id
+        self.reply_to = properties.reply_to
+
+    @property
+    def channel(self) -> aiormq.abc.AbstractChannel:
+        if self._channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError
+        return self._channel
+
+    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        if self.delivery_tag is not None:
+            await self.channel.basic_nack(self.delivery_tag, multiple=multiple, requeue=requeue)
 
 
 class LeasedConsumer:
@@ -475,14 +503,19 @@ class LeasedConsumer:
         session.queues[index] = queue
         handler, wrap = self._handler, self._wrap
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: DeliveredMessage) -> None:
             if session.lost.is_set():
                 # Read after its connection was lost (e.g. from a buffer, after a pause):
                 # void, and already the next owner's; not started here.
                 return
-            await handler(_Tracked(wrap(message), session, index))
+            incoming = cast(AbstractIncomingMessage, _Incoming(message))
+            await handler(_Tracked(wrap(incoming), session, index))
 
-        session.tags[index] = await queue.consume(on_message)
+        # Straight on aiormq's channel, which hands each delivery over in a task of its
+        # own, in arrival order: aio-pika's consume would add a second task and an
+        # IncomingMessage (every property parsed) per delivery.
+        consuming = await underlay.basic_consume(queue.name, on_message)
+        session.tags[index] = consuming.consumer_tag or ""
         log.info("consumer %s took command queue %d", self.id, index)
         return True
 
