@@ -8,7 +8,8 @@ active consumer each,
 consumed with a prefetch and acknowledged one by one, by as many consumer processes as
 the end-to-end run has workers, while as many senders publish concurrently as it has.
 
-Run as ``python -m benchmarks.broker consume URL`` it is one such consumer process.
+Run as ``python -m benchmarks.broker consume URL PART PARTS`` it is one such consumer
+process.
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ async def delete_names(settings: AmqpSettings) -> None:
             await channel.exchange_delete(name)
 
 
-async def consume(url: str) -> None:
-    """One raw consumer process: every command queue, ack each message; report on stdout
-    ``ready`` once consuming, then ``<acked> <monotonic time of the last ack>`` lines."""
+async def consume(url: str, part: int = 0, parts: int = 1) -> None:
+    """One raw consumer process: the command queues ``i`` with ``i % parts == part`` (the
+    workers share the queues, so the raw consumers split them too), ack each message;
+    report on stdout ``ready`` once consuming, then ``<acked> <monotonic time of the last
+    ack>`` lines."""
     import aio_pika
 
     settings = parse_amqp_url(url)
@@ -102,7 +105,7 @@ async def consume(url: str) -> None:
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=settings.prefetch)
-        for index in range(settings.queues):
+        for index in range(part, settings.queues, parts):
             queue = await channel.get_queue(settings.command_queue(index), ensure=False)
             await queue.consume(on_message)
         print("ready", flush=True)
@@ -125,7 +128,7 @@ class _Consumers:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, url: str, count: int) -> None:
-        for _ in range(count):
+        for part in range(count):
             self.processes.append(
                 await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -133,14 +136,14 @@ class _Consumers:
                     "benchmarks.broker",
                     "consume",
                     url,
+                    str(part),
+                    str(count),
                     stdout=asyncio.subprocess.PIPE,
                     cwd=_ROOT,
                 )
             )
             self.acked.append(0)
             self.last.append(0.0)
-        # All started before any waits, as the workers are: which one becomes the active
-        # consumer of each queue is then up to the broker, as it is for them.
         for process in self.processes:
             assert process.stdout is not None
             line = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -497,11 +500,12 @@ async def _profile(
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) == 2 and argv[0] == "consume":
+    if len(argv) in (2, 4) and argv[0] == "consume":
+        part, parts = (int(argv[2]), int(argv[3])) if len(argv) == 4 else (0, 1)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(consume(argv[1]))
+            asyncio.run(consume(argv[1], part, parts))
         return 0
-    print("usage: python -m benchmarks.broker consume AMQP_URL", file=sys.stderr)
+    print("usage: python -m benchmarks.broker consume AMQP_URL [PART PARTS]", file=sys.stderr)
     return 2
 
 
