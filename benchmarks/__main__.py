@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sourcery import ActorRef, Runtime
+from sourcery._core.ids import IdGenerator, id_to_bytes
+from sourcery._stores.sqlite import MIGRATIONS
 from sourcery.examples.bank import Deposit, accounts
-from sourcery.ids import IdGenerator, id_to_bytes
-from sourcery.stores.sqlite import MIGRATIONS
 
 from .broker import bench_broker
 from .divergence import bench_resolution, paths

@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sourcery.config import AmqpSettings, parse_amqp_url
+from sourcery._core.config import AmqpSettings, parse_amqp_url
+from sourcery._core.ids import format_id, new_id
+from sourcery._core.records import ActorRef
+from sourcery._messaging.queues.base import queue_index
+from sourcery._messaging.wire import encode_command
 from sourcery.examples.bank import Deposit, Open, accounts
-from sourcery.ids import format_id, new_id
-from sourcery.queues.base import queue_index
-from sourcery.records import ActorRef
-from sourcery.wire import encode_command
 
 Results = dict[str, float]
 
@@ -61,7 +61,7 @@ def workload(actors: int, commands: int) -> list[list[tuple[ActorRef, object]]]:
 
 async def _declare(settings: AmqpSettings) -> None:
     """The workers' command topology, declared by the code that declares it for them."""
-    from sourcery.queues import open_queue
+    from sourcery._messaging.queues import open_queue
 
     queue = await open_queue(f"{AMQP}?prefix={settings.prefix}")
     await queue.aclose()
@@ -326,7 +326,7 @@ class _WorkerSide:
         self.stack = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
-        from sourcery.client import Client
+        from sourcery._messaging.client import Client
 
         from .services import _drop
 

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from sourcery import Runtime
+from sourcery._stores import Store, open_store
 from sourcery.replication import catch_up
-from sourcery.stores import Store, open_store
 
 from .workloads import Add, tally
 

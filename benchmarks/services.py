@@ -8,8 +8,8 @@ import time
 import uuid
 
 from sourcery import ActorRef, Runtime
+from sourcery._core.ids import IdGenerator, id_to_bytes
 from sourcery.examples.bank import Deposit, accounts
-from sourcery.ids import IdGenerator, id_to_bytes
 
 from .workloads import Add, tally
 

@@ -11,9 +11,9 @@ import asyncio
 import sys
 
 from sourcery import Runtime
+from sourcery._messaging.publishing import Publisher
+from sourcery._messaging.topics import open_bus
 from sourcery.examples.bank import Deposit, accounts
-from sourcery.publishing import Publisher
-from sourcery.topics import open_bus
 
 
 async def main(store_url: str, bus_url: str) -> None:

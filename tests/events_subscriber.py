@@ -14,10 +14,10 @@ import asyncio
 import os
 import sys
 
-from sourcery.records import BEGINNING, Cursor
-from sourcery.stores import open_store
-from sourcery.subscriptions import subscribe
-from sourcery.topics import open_bus
+from sourcery._core.records import BEGINNING, Cursor
+from sourcery._messaging.subscriptions import subscribe
+from sourcery._messaging.topics import open_bus
+from sourcery._stores import open_store
 
 
 def load(path: str) -> Cursor:

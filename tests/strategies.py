@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from sourcery.clock import VectorClock
-from sourcery.ids import MAX_ID
+from sourcery._core.clock import VectorClock
+from sourcery._core.ids import MAX_ID
 
 # Few writers, so that generated clocks share writers and every relation between them
 # (equal, before, after, concurrent) comes up often.

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from sourcery.actor import ActorType
-from sourcery.apps import load_app
-from sourcery.errors import ConfigurationError
+from sourcery._apps.loader import load_app
+from sourcery._core.actor import ActorType
+from sourcery._core.errors import ConfigurationError
 from sourcery.examples.bank import accounts
 
 ONE = accounts

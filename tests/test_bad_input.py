@@ -17,8 +17,8 @@ from sourcery import (
     Runtime,
     StoreError,
 )
+from sourcery._stores import open_store
 from sourcery.examples import bank
-from sourcery.stores import open_store
 
 
 class Put(msgspec.Struct, frozen=True):
@@ -144,7 +144,7 @@ async def test_an_upcaster_that_raises_is_a_decoding_error(tmp_path: Path) -> No
 async def test_a_url_parameter_given_twice_is_refused(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sourcery.caches import open_cache
+    from sourcery._caches import open_cache
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigurationError, match="more than once"):

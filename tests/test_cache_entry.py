@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import clocks
 
-from sourcery.caches import CacheEntry
-from sourcery.caches.base import _digest, _Wire
-from sourcery.clock import VectorClock
-from sourcery.errors import DecodingError
-from sourcery.records import MAX_ID_BYTES, ActorRef
+from sourcery._caches import CacheEntry
+from sourcery._caches.base import _digest, _Wire
+from sourcery._core.clock import VectorClock
+from sourcery._core.errors import DecodingError
+from sourcery._core.records import MAX_ID_BYTES, ActorRef
 
 # Ids as stores accept them: 1..255 UTF-8 bytes, no NUL, any other character.
 ids = st.text(

@@ -20,11 +20,15 @@ from pathlib import Path
 import pytest
 from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
-from sourcery import cli
-from sourcery.actor import ActorType
-from sourcery.cli import main
-from sourcery.clock import VectorClock
-from sourcery.demo import DemoResult, ReplicatedDemoResult, Side
+from sourcery._apps import cli
+from sourcery._apps.cli import main
+from sourcery._apps.demo import DemoResult, ReplicatedDemoResult, Side
+from sourcery._core.actor import ActorType
+from sourcery._core.clock import VectorClock
+from sourcery._core.records import ActorRef
+from sourcery._engine.runtime import Runtime
+from sourcery._stores import open_store
+from sourcery._stores.sqlite import SCHEMA_VERSION
 from sourcery.examples.bank import (
     Account,
     BankEvent,
@@ -34,11 +38,7 @@ from sourcery.examples.bank import (
     Withdraw,
     accounts,
 )
-from sourcery.records import ActorRef
 from sourcery.replication import SyncReport, sync
-from sourcery.runtime import Runtime
-from sourcery.stores import open_store
-from sourcery.stores.sqlite import SCHEMA_VERSION
 
 ACCOUNT = "account/acct-00001"
 ACTOR_KEYS = {"store", "actor", "heads", "siblings", "frontier", "snapshots", "loose_events"}

@@ -15,7 +15,7 @@ import pytest
 from private_broker import PrivateBroker
 from services import amqp_down, amqp_url
 
-from sourcery.cli import main
+from sourcery._apps.cli import main
 
 BANK = "sourcery.examples.bank:accounts"
 

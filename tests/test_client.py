@@ -13,19 +13,19 @@ import pytest
 from private_broker import PrivateBroker
 from services import memory_queue_url
 
-from sourcery.client import Client
-from sourcery.errors import (
+from sourcery._core.errors import (
     BrokerUnavailable,
     ClosedError,
     CommandTimeout,
     ConfigurationError,
     PayloadTooLarge,
 )
+from sourcery._messaging.client import Client
+from sourcery._messaging.queues import CommandQueue, Delivery, open_queue
+from sourcery._messaging.queues.amqp import AmqpQueue
+from sourcery._messaging.wire import CommandDecoder, Reply, encode_reply
+from sourcery._messaging.worker import Worker
 from sourcery.examples.bank import Account, Deposit, Open, accounts
-from sourcery.queues import CommandQueue, Delivery, open_queue
-from sourcery.queues.amqp import AmqpQueue
-from sourcery.wire import CommandDecoder, Reply, encode_reply
-from sourcery.worker import Worker
 
 WAIT = 10.0
 A1 = accounts("a1")

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import clocks, counters, writers
 
-from sourcery.clock import MAX_COUNTER, Order, VectorClock
-from sourcery.errors import DecodingError
+from sourcery._core.clock import MAX_COUNTER, Order, VectorClock
+from sourcery._core.errors import DecodingError
 
 VC = VectorClock
 

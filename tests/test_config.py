@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from sourcery.config import (
+from sourcery._core.config import (
     DEFAULT_STORE_URL,
     SqliteSettings,
     parse_sqlite_url,
     redact,
     store_url,
 )
-from sourcery.errors import ConfigurationError
-from sourcery.stores import open_store
+from sourcery._core.errors import ConfigurationError
+from sourcery._stores import open_store
 
 # -- parse_sqlite_url -------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sourcery.config import AmqpSettings, broker_url, parse_amqp_url
-from sourcery.errors import ConfigurationError
+from sourcery._core.config import AmqpSettings, broker_url, parse_amqp_url
+from sourcery._core.errors import ConfigurationError
 
 
 def test_defaults_and_names() -> None:

@@ -21,8 +21,8 @@ import pytest
 from crash_actor import Part, Progress, triples
 
 from sourcery import Runtime, VectorClock
-from sourcery.codec import Codec
-from sourcery.history import fold
+from sourcery._core.codec import Codec
+from sourcery._core.history import fold
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 

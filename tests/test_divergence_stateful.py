@@ -30,7 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from partition_actor import Append, Appended, Log, duplicates, log_kind
 
 from sourcery import ActorRef, ActorType, Runtime, Store, VectorClock, open_store
-from sourcery.records import CommitBatch, Cursor, EventRecord, PackRecord, SnapshotRecord
+from sourcery._core.records import CommitBatch, Cursor, EventRecord, PackRecord, SnapshotRecord
 from sourcery.replication import catch_up, pull, sync
 
 MEMORY = "sqlite://:memory:"

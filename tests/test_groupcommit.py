@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from sourcery.errors import StoreError, StoreUnavailable
-from sourcery.groupcommit import GroupCommitter
-from sourcery.records import CommitBatch
+from sourcery._core.errors import StoreError, StoreUnavailable
+from sourcery._core.records import CommitBatch
+from sourcery._engine.groupcommit import GroupCommitter
 
 
 async def test_concurrent_batches_share_one_flush() -> None:

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sourcery import ActorType, Rejected, Runtime
-from sourcery.codec import Codec
+from sourcery._core.codec import Codec
+from sourcery._core.history import fold
 from sourcery.examples import bank
 from sourcery.examples.bank import Account, BankEvent, Command, Deposit, Deposited, Withdraw
-from sourcery.history import fold
 
 ACTORS = 4
 

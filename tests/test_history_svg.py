@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sourcery.clock import VectorClock
-from sourcery.history_svg import clock_label, escape, layout, render, short_names
-from sourcery.records import ActorRef, EventRecord, PackRecord, SnapshotRecord
+from sourcery._apps.history_svg import clock_label, escape, layout, render, short_names
+from sourcery._core.clock import VectorClock
+from sourcery._core.records import ActorRef, EventRecord, PackRecord, SnapshotRecord
 
 SVG = "{http://www.w3.org/2000/svg}"
 ACTOR = ActorRef("account", "alice")

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import event_ids
 
-from sourcery.errors import DecodingError, EncodingError
-from sourcery.ids import (
+from sourcery._core.errors import DecodingError, EncodingError
+from sourcery._core.ids import (
     ID_BYTES,
     MAX_ID,
     IdGenerator,

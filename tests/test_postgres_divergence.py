@@ -12,8 +12,8 @@ import pytest
 from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
 from sourcery import ActorRef, ActorType, Runtime, VectorClock
+from sourcery._stores import Store, open_store
 from sourcery.replication import sync
-from sourcery.stores import Store, open_store
 
 pytestmark = pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down()))
 

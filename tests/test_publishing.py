@@ -16,12 +16,12 @@ import pytest
 from services import amqp_down, amqp_url
 
 from sourcery import Runtime
-from sourcery.errors import BrokerError
+from sourcery._core.errors import BrokerError
+from sourcery._core.records import Cursor, EventRecord
+from sourcery._messaging.publishing import Publisher
+from sourcery._messaging.topics import Delivery, MemoryBus, Subscription, open_bus
+from sourcery._stores import open_store
 from sourcery.examples.bank import Deposit, Open, accounts
-from sourcery.publishing import Publisher
-from sourcery.records import Cursor, EventRecord
-from sourcery.stores import open_store
-from sourcery.topics import Delivery, MemoryBus, Subscription, open_bus
 
 
 async def take(sub: Subscription, n: int, timeout: float = 10.0) -> list[Delivery]:
@@ -134,7 +134,9 @@ async def test_an_unexpected_error_is_logged_and_publishing_goes_on(
         assert publisher.failures == 0
     assert bus.glitches == 0
     assert [d.actor.id for d in got] == ["a0", "a1"]
-    errors = [r for r in caplog.records if r.name == "sourcery.publishing" and r.exc_info]
+    errors = [
+        r for r in caplog.records if r.name == "sourcery._messaging.publishing" and r.exc_info
+    ]
     assert len(errors) == 1
     assert errors[0].exc_info is not None
     assert isinstance(errors[0].exc_info[1], RuntimeError)

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from sourcery import ActorRef, ConfigurationError, Runtime, Store, VectorClock, open_store
+from sourcery._core.records import CommitBatch, Cursor, EventRecord, PackRecord, SnapshotRecord
 from sourcery.examples import bank
-from sourcery.records import CommitBatch, Cursor, EventRecord, PackRecord, SnapshotRecord
 from sourcery.replication import Replicator, catch_up, pull, sync
 
 MEMORY = "sqlite://:memory:"
@@ -253,7 +253,7 @@ async def test_a_source_restored_from_an_older_copy_is_copied_again(
             checkpoint = await b.checkpoint(identity)
             chunk = await a.read_since(checkpoint.events, checkpoint.snapshots, 5)
             assert chunk.restarted
-            with caplog.at_level(logging.WARNING, logger="sourcery.replication"):
+            with caplog.at_level(logging.WARNING, logger="sourcery._engine.replication"):
                 await catch_up(a, b, limit=5)
             assert "no longer matches its checkpoint" in caplog.text
             mine, theirs = await records(a), await records(b)

@@ -23,12 +23,19 @@ import msgspec
 import pytest
 
 from sourcery import ActorRef, ActorType, Runtime, Store, StoreError, VectorClock, open_store
-from sourcery.codec import Codec
+from sourcery._core.codec import Codec
+from sourcery._core.history import fold, replay_order
+from sourcery._core.records import Cursor, EventRecord, PackRecord, SnapshotRecord
+from sourcery._engine.resolution import (
+    ROOT,
+    collect_events,
+    find_base,
+    merge_writer,
+    plan_merge,
+    resolve,
+)
 from sourcery.examples import bank
-from sourcery.history import fold, replay_order
-from sourcery.records import Cursor, EventRecord, PackRecord, SnapshotRecord
 from sourcery.replication import catch_up, pull, sync
-from sourcery.resolution import ROOT, collect_events, find_base, merge_writer, plan_merge, resolve
 
 MEMORY = "sqlite://:memory:"
 

@@ -30,6 +30,9 @@ from sourcery import (
     UnknownEventType,
     VectorClock,
 )
+from sourcery._core.history import fold
+from sourcery._core.ids import IdGenerator
+from sourcery._stores import open_store
 from sourcery.examples import bank
 from sourcery.examples.bank import (
     Account,
@@ -41,9 +44,6 @@ from sourcery.examples.bank import (
     Withdraw,
     Withdrew,
 )
-from sourcery.history import fold
-from sourcery.ids import IdGenerator
-from sourcery.stores import open_store
 
 # -- helpers -------------------------------------------------------------------------------
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from sourcery import Runtime
-from sourcery.caches import Cache, CacheEntry, open_cache
+from sourcery._caches import Cache, CacheEntry, open_cache
+from sourcery._stores import Store, open_store
 from sourcery.examples import bank
 from sourcery.examples.bank import Account, Deposit, Withdraw
-from sourcery.stores import Store, open_store
 
 KIND = dataclasses.replace(bank.accounts, snapshot_every=10)
 REF = KIND("alice")
@@ -138,7 +138,7 @@ async def test_a_damaged_entry_is_ignored_and_replaced(
     assert isinstance(await cache.get(REF), CacheEntry)
 
 
-KIND_CODEC = __import__("sourcery.codec", fromlist=["Codec"]).Codec(KIND)
+KIND_CODEC = __import__("sourcery._core.codec", fromlist=["Codec"]).Codec(KIND)
 
 
 # -- a Redis of our own, to stop and start ---------------------------------------------------
@@ -168,8 +168,19 @@ def _start_redis(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path) -> 
     binary = shutil.which("redis-server")
     assert binary is not None
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -18,13 +18,13 @@ import pytest
 from services import POSTGRES, TEST_SCHEMA_PREFIX, amqp_down, amqp_url, postgres_down
 
 from sourcery import Runtime
+from sourcery._core.ids import id_to_bytes, new_id
+from sourcery._core.records import BEGINNING, CommitBatch, Cursor, EventRecord
+from sourcery._messaging.publishing import Publisher
+from sourcery._messaging.subscriptions import CatchUpSubscription, subscribe
+from sourcery._messaging.topics import Delivery, EventBus, open_bus
+from sourcery._stores import Store, open_store
 from sourcery.examples.bank import Deposit, Deposited, Open, accounts
-from sourcery.ids import id_to_bytes, new_id
-from sourcery.publishing import Publisher
-from sourcery.records import BEGINNING, CommitBatch, Cursor, EventRecord
-from sourcery.stores import Store, open_store
-from sourcery.subscriptions import CatchUpSubscription, subscribe
-from sourcery.topics import Delivery, EventBus, open_bus
 
 ENVIRONMENTS: dict[str, tuple[Callable[[Path], str], Callable[[], str]]] = {
     "sqlite+memory": (
@@ -229,7 +229,7 @@ async def test_a_reader_polling_while_many_connections_commit_gets_every_event_o
 
 
 async def test_a_checkpoint_commit_alone_is_enough_to_resume(tmp_path: Path) -> None:
-    from sourcery.records import Checkpoint
+    from sourcery._core.records import Checkpoint
 
     bus = await open_bus(f"memory://{uuid.uuid4().hex}")
     async with bus, Runtime.open(f"sqlite:///{tmp_path / 's.db'}", [accounts]) as rt:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sourcery.errors import (
+from sourcery._core.errors import (
     DecodingError,
     EncodingError,
     InvalidActorRef,
@@ -15,9 +15,8 @@ from sourcery.errors import (
     UnknownActorType,
     UnknownCommand,
 )
-from sourcery.examples.bank import Deposit, Open, Withdraw, accounts
-from sourcery.records import ActorRef
-from sourcery.wire import (
+from sourcery._core.records import ActorRef
+from sourcery._messaging.wire import (
     CommandDecoder,
     CommandEnvelope,
     Reply,
@@ -25,6 +24,7 @@ from sourcery.wire import (
     encode_command,
     encode_reply,
 )
+from sourcery.examples.bank import Deposit, Open, Withdraw, accounts
 
 A1 = ActorRef("account", "a1")
 
@@ -153,8 +153,8 @@ def test_replies_round_trip_and_malformed_ones_are_typed() -> None:
 
 
 def test_commands_of_one_type_with_one_name_twice_are_refused() -> None:
-    from sourcery.actor import ActorType
-    from sourcery.errors import ConfigurationError
+    from sourcery._core.actor import ActorType
+    from sourcery._core.errors import ConfigurationError
 
     class Deposit(msgspec.Struct):  # same name as the bank's
         amount: int

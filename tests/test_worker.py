@@ -13,18 +13,18 @@ from typing import Any
 import msgspec
 import pytest
 
-from sourcery.actor import ActorType
-from sourcery.client import Client
-from sourcery.clock import VectorClock
-from sourcery.errors import BrokerError, CommandFailed, Rejected
+from sourcery._core.actor import ActorType
+from sourcery._core.clock import VectorClock
+from sourcery._core.errors import BrokerError, CommandFailed, Rejected
+from sourcery._core.records import ActorRef
+from sourcery._engine.runtime import Runtime
+from sourcery._messaging.client import Client
+from sourcery._messaging.queues import CommandQueue, Consumer, DeadLetter, Delivery, open_queue
+from sourcery._messaging.topics import open_bus
+from sourcery._messaging.wire import Reply, decode_reply, encode_command
+from sourcery._messaging.worker import Worker
+from sourcery._stores import open_store
 from sourcery.examples.bank import Account, Deposit, Open, Withdraw, accounts
-from sourcery.queues import CommandQueue, Consumer, DeadLetter, Delivery, open_queue
-from sourcery.records import ActorRef
-from sourcery.runtime import Runtime
-from sourcery.stores import open_store
-from sourcery.topics import open_bus
-from sourcery.wire import Reply, decode_reply, encode_command
-from sourcery.worker import Worker
 
 WAIT = 10.0
 

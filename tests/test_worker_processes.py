@@ -35,10 +35,10 @@ from services import (
 from worker_app import Append, Log, logs
 
 from sourcery import ActorRef, Runtime
-from sourcery.client import Client
-from sourcery.errors import BrokerError
-from sourcery.records import SnapshotRecord
-from sourcery.stores import Store, open_store
+from sourcery._core.errors import BrokerError
+from sourcery._core.records import SnapshotRecord
+from sourcery._messaging.client import Client
+from sourcery._stores import Store, open_store
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),

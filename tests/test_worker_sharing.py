@@ -31,7 +31,7 @@ from test_worker_processes import (
     workers,
 )
 
-from sourcery.config import parse_amqp_url
+from sourcery._core.config import parse_amqp_url
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),

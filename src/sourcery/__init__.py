@@ -6,11 +6,10 @@ Define an :class:`ActorType` (initial state, ``decide``, ``evolve``), open a
 
 from __future__ import annotations
 
-from .actor import ActorType, Branch, Event, Outcome, Upcaster
-from .apps import load_app
-from .client import Client
-from .clock import Order, VectorClock
-from .errors import (
+from sourcery._apps.loader import load_app
+from sourcery._core.actor import ActorType, Branch, Event, Outcome, Upcaster
+from sourcery._core.clock import Order, VectorClock
+from sourcery._core.errors import (
     Abandoned,
     BrokerError,
     BrokerUnavailable,
@@ -33,15 +32,16 @@ from .errors import (
     UnknownCommand,
     UnknownEventType,
 )
-from .publishing import Publisher
-from .queues import CommandQueue, DeadLetter, open_queue
-from .records import ActorRef
-from .runtime import Runtime
-from .stores import Store, open_store
-from .subscriptions import CatchUpSubscription, subscribe
-from .topics import EventBus, MemoryBus, Subscription, open_bus
-from .wire import Reply
-from .worker import Worker, WorkerStats
+from sourcery._core.records import ActorRef
+from sourcery._engine.runtime import Runtime
+from sourcery._messaging.client import Client
+from sourcery._messaging.publishing import Publisher
+from sourcery._messaging.queues import CommandQueue, DeadLetter, open_queue
+from sourcery._messaging.subscriptions import CatchUpSubscription, subscribe
+from sourcery._messaging.topics import EventBus, MemoryBus, Subscription, open_bus
+from sourcery._messaging.wire import Reply
+from sourcery._messaging.worker import Worker, WorkerStats
+from sourcery._stores import Store, open_store
 
 __version__ = "0.1.0"
 

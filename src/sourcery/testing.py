@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from .actor import ActorType
-from .codec import DEFAULT_MAX_PAYLOAD, Codec
-from .errors import Rejected
+from sourcery._core.actor import ActorType
+from sourcery._core.codec import DEFAULT_MAX_PAYLOAD, Codec
+from sourcery._core.errors import Rejected
 
 __all__ = ["Scenario"]
 

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 from redis.asyncio import Redis
 
-from sourcery.caches import Cache, open_cache
-from sourcery.caches.memory import MemoryCache
-from sourcery.caches.redis import RedisCache
-from sourcery.records import ActorRef
+from sourcery._caches import Cache, open_cache
+from sourcery._caches.memory import MemoryCache
+from sourcery._caches.redis import RedisCache
+from sourcery._core.records import ActorRef
 
 REDIS = os.environ.get("SOURCERY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 """The server the Redis tests use; every test gets a key prefix of its own there."""
@@ -93,7 +93,7 @@ async def _nothing(_url: str) -> None:
 
 
 async def _cleanup_redis(url: str) -> None:
-    from sourcery.caches.redis import parse_redis_url
+    from sourcery._caches.redis import parse_redis_url
 
     prefix = parse_redis_url(url).prefix
     assert prefix.startswith(TEST_PREFIX), prefix

@@ -1,4 +1,4 @@
-"""The contract every cache implementation must keep (see ``sourcery.caches.base.Cache``).
+"""The contract every cache implementation must keep (see ``sourcery._caches.base.Cache``).
 
 Each test runs once per implementation in ``conftest.FACTORIES``; none of them knows which
 implementation it runs against. The in-process cache's own behaviour (its bound, its URL)
@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from sourcery.caches import Cache, CacheEntry, open_cache
-from sourcery.caches.memory import DEFAULT_MAX_ENTRIES, MemoryCache
-from sourcery.clock import VectorClock
-from sourcery.errors import ClosedError, ConfigurationError, DecodingError
-from sourcery.records import MAX_ID_BYTES, ActorRef
+from sourcery._caches import Cache, CacheEntry, open_cache
+from sourcery._caches.memory import DEFAULT_MAX_ENTRIES, MemoryCache
+from sourcery._core.clock import VectorClock
+from sourcery._core.errors import ClosedError, ConfigurationError, DecodingError
+from sourcery._core.records import MAX_ID_BYTES, ActorRef
 
 WriteRaw = Callable[[ActorRef, bytes], Awaitable[None]]
 

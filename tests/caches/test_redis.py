@@ -10,11 +10,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sourcery.caches import CacheEntry, open_cache
-from sourcery.caches.redis import RedisCache, RedisSettings, parse_redis_url
-from sourcery.clock import VectorClock
-from sourcery.errors import ConfigurationError, DecodingError, StoreUnavailable
-from sourcery.records import ActorRef
+from sourcery._caches import CacheEntry, open_cache
+from sourcery._caches.redis import RedisCache, RedisSettings, parse_redis_url
+from sourcery._core.clock import VectorClock
+from sourcery._core.errors import ConfigurationError, DecodingError, StoreUnavailable
+from sourcery._core.records import ActorRef
 
 from .conftest import REDIS, delete_prefixed, fresh_prefix, redis_down
 

@@ -19,8 +19,8 @@ import aio_pika
 import pytest
 from services import amqp_down, amqp_url
 
-from sourcery.queues.amqp import AmqpDelivery, AmqpQueue
-from sourcery.records import ActorRef
+from sourcery._core.records import ActorRef
+from sourcery._messaging.queues.amqp import AmqpDelivery, AmqpQueue
 
 pytestmark = pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down()))
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from services import amqp_down, amqp_prefix, amqp_url
 
-from sourcery.errors import ConfigurationError
-from sourcery.queues import open_queue
-from sourcery.records import ActorRef
+from sourcery._core.errors import ConfigurationError
+from sourcery._core.records import ActorRef
+from sourcery._messaging.queues import open_queue
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from sourcery.errors import ClosedError, ConfigurationError
-from sourcery.queues import CommandQueue, DeadLetter, Delivery, open_queue
-from sourcery.queues.base import DELIVERY_LIMIT_ERROR
-from sourcery.records import ActorRef
+from sourcery._core.errors import ClosedError, ConfigurationError
+from sourcery._core.records import ActorRef
+from sourcery._messaging.queues import CommandQueue, DeadLetter, Delivery, open_queue
+from sourcery._messaging.queues.base import DELIVERY_LIMIT_ERROR
 
 WAIT = 10.0
 """Upper bound for something that should happen at once (never reached when it works)."""

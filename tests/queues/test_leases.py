@@ -14,11 +14,11 @@ import aiormq
 import pytest
 from services import amqp_down, amqp_url
 
-from sourcery.config import parse_amqp_url
-from sourcery.queues import Delivery
-from sourcery.queues.amqp import AmqpQueue
-from sourcery.queues.leases import LeasedConsumer, shares
-from sourcery.records import ActorRef
+from sourcery._core.config import parse_amqp_url
+from sourcery._core.records import ActorRef
+from sourcery._messaging.queues import Delivery
+from sourcery._messaging.queues.amqp import AmqpQueue
+from sourcery._messaging.queues.leases import LeasedConsumer, shares
 
 if TYPE_CHECKING:
     from private_broker import PrivateBroker

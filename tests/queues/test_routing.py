@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sourcery.queues.base import queue_index
+from sourcery._messaging.queues.base import queue_index
 
 keys = st.text(min_size=1, max_size=60)
 counts = st.integers(min_value=1, max_value=4096)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
-from sourcery.stores import Store, open_store
+from sourcery._stores import Store, open_store
 
 
 @dataclass(frozen=True, slots=True)

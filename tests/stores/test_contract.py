@@ -1,4 +1,4 @@
-"""The contract every store implementation must keep (see ``sourcery.stores.base.Store``).
+"""The contract every store implementation must keep (see ``sourcery._stores.base.Store``).
 
 Each test runs once per implementation in ``conftest.FACTORIES``; none of them knows which
 implementation it runs against.
@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import clocks, counters, writers
 
-from sourcery.clock import VectorClock
-from sourcery.errors import ClosedError, InvalidActorRef, StoreError
-from sourcery.ids import id_to_bytes, new_id
-from sourcery.records import (
+from sourcery._core.clock import VectorClock
+from sourcery._core.errors import ClosedError, InvalidActorRef, StoreError
+from sourcery._core.ids import id_to_bytes, new_id
+from sourcery._core.records import (
     ActorRef,
     CommitBatch,
     EventRecord,
@@ -27,7 +27,7 @@ from sourcery.records import (
     PackRecord,
     SnapshotRecord,
 )
-from sourcery.stores import Store
+from sourcery._stores import Store
 
 Reopen = Callable[[], Awaitable[Store]]
 
@@ -710,7 +710,7 @@ async def test_records_survive_a_reopen(store: Store, reopen: Reopen) -> None:
 
 
 async def test_read_since_streams_every_record_once_in_write_order(store: Store) -> None:
-    from sourcery.records import BEGINNING, MessageRecord
+    from sourcery._core.records import BEGINNING, MessageRecord
 
     first = CommitBatch(
         events=[event(A, "w1", 1)],
@@ -739,7 +739,7 @@ async def test_read_since_streams_every_record_once_in_write_order(store: Store)
 async def test_read_events_gives_every_event_once_in_commit_order_with_positions(
     store: Store,
 ) -> None:
-    from sourcery.records import BEGINNING
+    from sourcery._core.records import BEGINNING
 
     batches = [
         [event(A, "w1", 1), event(B, "w1", 1)],
@@ -772,7 +772,7 @@ async def test_read_events_gives_every_event_once_in_commit_order_with_positions
 
 
 async def test_a_batch_with_only_a_checkpoint_commits(store: Store) -> None:
-    from sourcery.records import Checkpoint, Cursor
+    from sourcery._core.records import Checkpoint, Cursor
 
     assert await store.checkpoint("publish:x") == Checkpoint("publish:x")
     saved = Checkpoint("publish:x", events=Cursor(2**100 + 7, b"\x01" * 16))

@@ -86,7 +86,7 @@ async def test_killed_connections_lose_no_acknowledged_event() -> None:
 
 
 async def test_a_schema_named_like_a_keyword_works() -> None:
-    from sourcery.stores import open_store
+    from sourcery._stores import open_store
 
     url = f"{POSTGRES}?schema=user"
     try:

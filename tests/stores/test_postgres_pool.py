@@ -9,10 +9,10 @@ import asyncpg
 import pytest
 from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
-from sourcery.errors import StoreError
-from sourcery.ids import id_to_bytes, new_id
-from sourcery.records import ActorRef, CommitBatch, EventRecord, MessageRecord
-from sourcery.stores import open_store
+from sourcery._core.errors import StoreError
+from sourcery._core.ids import id_to_bytes, new_id
+from sourcery._core.records import ActorRef, CommitBatch, EventRecord, MessageRecord
+from sourcery._stores import open_store
 
 pytestmark = pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down()))
 

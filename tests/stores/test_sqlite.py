@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sourcery.clock import VectorClock
-from sourcery.errors import SchemaVersionError
-from sourcery.ids import id_to_bytes, new_id
-from sourcery.records import ActorRef, CommitBatch, EventRecord
-from sourcery.stores import open_store
-from sourcery.stores.sqlite import SCHEMA_VERSION, SqliteStore
+from sourcery._core.clock import VectorClock
+from sourcery._core.errors import SchemaVersionError
+from sourcery._core.ids import id_to_bytes, new_id
+from sourcery._core.records import ActorRef, CommitBatch, EventRecord
+from sourcery._stores import open_store
+from sourcery._stores.sqlite import SCHEMA_VERSION, SqliteStore
 
 A = ActorRef("account", "a-1")
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from services import amqp_down, amqp_url
 
-from sourcery.topics import EventBus, open_bus
+from sourcery._messaging.topics import EventBus, open_bus
 
 BUSES: dict[str, tuple[Callable[[], str], Callable[[], str | None]]] = {
     "memory": (lambda: f"memory://{uuid.uuid4().hex}", lambda: None),

@@ -9,10 +9,10 @@ import msgspec
 import pytest
 from services import amqp_down, amqp_url
 
-from sourcery.config import parse_amqp_url
-from sourcery.topics import open_bus
-from sourcery.topics.amqp import AmqpBus
-from sourcery.topics.base import encode_message
+from sourcery._core.config import parse_amqp_url
+from sourcery._messaging.topics import open_bus
+from sourcery._messaging.topics.amqp import AmqpBus
+from sourcery._messaging.topics.base import encode_message
 
 from .test_contract import at, record
 

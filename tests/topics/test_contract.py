@@ -1,4 +1,4 @@
-"""The contract of every event bus (``sourcery.topics.base.EventBus``), run against each
+"""The contract of every event bus (``sourcery._messaging.topics.base.EventBus``), run against each
 implementation in ``conftest.BUSES``: the same patterns route the same events, named
 queues keep what nobody listened to, unacknowledged deliveries come back."""
 
@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from sourcery.errors import ClosedError, ConfigurationError
-from sourcery.ids import id_to_bytes, new_id
-from sourcery.records import Cursor, EventRecord
-from sourcery.topics import Delivery, EventBus, Subscription, matches, open_bus
+from sourcery._core.errors import ClosedError, ConfigurationError
+from sourcery._core.ids import id_to_bytes, new_id
+from sourcery._core.records import Cursor, EventRecord
+from sourcery._messaging.topics import Delivery, EventBus, Subscription, matches, open_bus
 
 _seq = itertools.count(1)
 

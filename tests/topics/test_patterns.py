@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sourcery.errors import ConfigurationError
-from sourcery.topics.patterns import check_pattern, matches, matches_any
+from sourcery._core.errors import ConfigurationError
+from sourcery._messaging.topics.patterns import check_pattern, matches, matches_any
 
 words = st.sampled_from(["a", "b", "c", "Deposited", "x-1"])
 keys = st.lists(words, min_size=1, max_size=6).map(".".join)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from ..actor import ActorType, Branch
-from ..errors import Rejected
+from sourcery._core.actor import ActorType, Branch
+from sourcery._core.errors import Rejected
 
 
 class Open(msgspec.Struct, frozen=True):
