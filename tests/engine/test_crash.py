@@ -26,7 +26,7 @@ from sourcery._core.history import fold
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 ACTORS = 150
 WORKERS = 64
 

@@ -28,7 +28,7 @@ from sourcery.replication import sync
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 ACTORS = 6
 WORKERS = 2
 SNAPSHOT_EVERY = 4

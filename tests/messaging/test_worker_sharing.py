@@ -20,7 +20,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 from services import POSTGRES, amqp_down, amqp_url, postgres_down
-from test_worker_processes import (
+
+from messaging.test_worker_processes import (
     GUARD,
     Workers,
     check_applied,
@@ -30,7 +31,6 @@ from test_worker_processes import (
     wait_for_events,
     workers,
 )
-
 from sourcery._core.config import parse_amqp_url
 
 pytestmark = [

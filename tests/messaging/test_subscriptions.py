@@ -246,7 +246,7 @@ async def test_a_checkpoint_commit_alone_is_enough_to_resume(tmp_path: Path) -> 
 
 # -- a subscriber process killed with SIGKILL and started again --------------------------------
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def start_subscriber(tmp: Path, store_url: str, bus_url: str, run: int) -> subprocess.Popen[bytes]:

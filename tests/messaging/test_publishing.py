@@ -144,7 +144,7 @@ async def test_an_unexpected_error_is_logged_and_publishing_goes_on(
 
 # -- a publishing process killed between commit and publish ----------------------------------
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down()))

@@ -46,7 +46,7 @@ pytestmark = [
     pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down())),
 ]
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 GUARD = 240.0
 """A guard against a hung run, not a speed check."""
 
