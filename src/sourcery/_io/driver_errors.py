@@ -1,0 +1,124 @@
+"""The one map from each driver's exceptions to Sourcery's (httpx keeps one such map at its
+transport boundary). Adapters never name a driver exception elsewhere: they use
+``translated()`` or the ``lost`` tuples below, so what counts as "the service went away"
+is decided here once per driver.
+
+Drivers are optional extras, so each map is built on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sourcery._core.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    SourceryError,
+    StoreError,
+    StoreUnavailable,
+)
+
+__all__ = ["DriverErrors", "amqp", "describe", "postgres", "redis", "sqlite"]
+
+Errors = tuple[type[BaseException], ...]
+
+
+def describe(exc: BaseException) -> str:
+    """One line in plain words: the exception's class and the first line of its message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+@dataclass(frozen=True, slots=True)
+class DriverErrors:
+    """What one driver raises, sorted into "gone" and "refused"."""
+
+    lost: Errors
+    """The service went away or the connection broke: retrying later may work."""
+    failed: Errors
+    """Any other error of the driver: the service refused the request."""
+    unavailable: type[SourceryError]
+    error: type[SourceryError]
+
+    @contextmanager
+    def translated(self, what: str) -> Iterator[None]:
+        """Re-raise the driver's errors as ours, one line, the cause chained."""
+        try:
+            yield
+        except SourceryError:
+            raise
+        except self.lost as exc:
+            raise self.unavailable(f"{what}: {describe(exc)}") from exc
+        except self.failed as exc:
+            raise self.error(f"{what}: {describe(exc)}") from exc
+
+
+@functools.cache
+def postgres() -> DriverErrors:
+    import asyncpg
+
+    return DriverErrors(
+        lost=(
+            OSError,
+            asyncio.TimeoutError,
+            asyncpg.exceptions.InternalClientError,  # e.g. resetting a connection that was cut
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.CannotConnectNowError,
+        ),
+        failed=(asyncpg.exceptions.PostgresError,),
+        unavailable=StoreUnavailable,
+        error=StoreError,
+    )
+
+
+@functools.cache
+def sqlite() -> DriverErrors:
+    import sqlite3
+
+    return DriverErrors(
+        lost=(sqlite3.OperationalError,),  # locked, unopenable, disk I/O
+        failed=(sqlite3.Error,),
+        unavailable=StoreUnavailable,
+        error=StoreError,
+    )
+
+
+@functools.cache
+def amqp() -> DriverErrors:
+    import aiormq
+
+    return DriverErrors(
+        lost=(
+            aiormq.exceptions.AMQPConnectionError,
+            aiormq.exceptions.ChannelInvalidStateError,
+            aiormq.exceptions.ChannelClosed,
+            ConnectionError,
+            OSError,
+            asyncio.TimeoutError,
+        ),
+        failed=(aiormq.exceptions.AMQPError,),
+        unavailable=BrokerUnavailable,
+        error=BrokerError,
+    )
+
+
+@functools.cache
+def redis() -> DriverErrors:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return DriverErrors(
+        lost=(RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError),
+        failed=(RedisError,),
+        unavailable=StoreUnavailable,
+        error=StoreError,
+    )
