@@ -50,7 +50,7 @@ class Scenario(Generic[S, C, E]):
     def state(self) -> S:
         """The state after the given events."""
         codec = self._codec
-        state = self.actor_type.initial
+        state = codec.fresh_initial()
         for event in self.past:
             self._round_trip(codec, event)
             state = self.actor_type.evolve(state, event)

@@ -34,11 +34,11 @@ class Holder:
     "spec",
     [
         "sourcery.examples.bank:accounts",
-        "test_apps:ONE",
-        "test_apps:SEVERAL",
-        "test_apps:make",
-        "test_apps:make_one",
-        "test_apps:Holder.types",
+        "apps.test_apps:ONE",
+        "apps.test_apps:SEVERAL",
+        "apps.test_apps:make",
+        "apps.test_apps:make_one",
+        "apps.test_apps:Holder.types",
     ],
 )
 def test_an_actor_type_a_sequence_or_a_callable_returning_either(spec: str) -> None:
@@ -53,10 +53,10 @@ def test_an_actor_type_a_sequence_or_a_callable_returning_either(spec: str) -> N
         ("sourcery.examples.bank:", "MODULE:ATTRIBUTE"),
         ("no_such_module_here:x", "cannot import"),
         ("sourcery.examples.bank:nothing", "no attribute"),
-        ("test_apps:NOT_TYPES", "must be an ActorType"),
-        ("test_apps:EMPTY", "must be an ActorType"),
-        ("test_apps:NUMBER", "got int"),
-        ("test_apps:Holder", "must be an ActorType"),
+        ("apps.test_apps:NOT_TYPES", "must be an ActorType"),
+        ("apps.test_apps:EMPTY", "must be an ActorType"),
+        ("apps.test_apps:NUMBER", "got int"),
+        ("apps.test_apps:Holder", "must be an ActorType"),
     ],
 )
 def test_anything_else_is_a_configuration_error(spec: str, message: str) -> None:

@@ -20,7 +20,7 @@ from sourcery._core.records import MAX_ID_BYTES, ActorRef
 ids = st.text(
     st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1
 ).filter(lambda s: len(s.encode()) <= MAX_ID_BYTES)
-actors = st.builds(ActorRef, ids, ids)
+actors: st.SearchStrategy[ActorRef] = st.builds(ActorRef, ids, ids)
 latests = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 

@@ -748,7 +748,7 @@ async def test_upcast_duplicate_outcome(tmp_path: Path) -> None:
     async with Runtime.open(url_of(path), [ledger_v1]) as rt:
         await rt.send(ref, Pay(7), message_id="p")
     async with Runtime.open(url_of(path), [ledger_v2]) as rt:
-        out = await rt.send(ref, Pay(7), message_id="p")
+        out = await rt.send(ledger_v2("l"), Pay(7), message_id="p")
         assert out.duplicate
         assert [e.payload for e in out.events] == [V2.Renamed(700, "was 7")]
 

@@ -159,7 +159,7 @@ def test_commands_of_one_type_with_one_name_twice_are_refused() -> None:
     class Deposit(msgspec.Struct):  # same name as the bank's
         amount: int
 
-    twice = ActorType(
+    twice: ActorType[int, object, object] = ActorType(
         name="twice",
         initial=0,
         decide=lambda s, c: [],

@@ -379,10 +379,11 @@ async def test_a_failing_reply_or_ack_is_logged_and_never_settles_a_command_twic
     replies: list[str] = []
     try:
         address = await sender.replies(lambda cid, body: replies.append(cid))
-        for actor, command, message_id in [
+        cases: list[tuple[ActorRef, object, str]] = [
             (A1, Open("ann"), "o1"),
             (logs("l5"), Explode("decide"), "x1"),
-        ]:
+        ]
+        for actor, command, message_id in cases:
             body = encode_command(actor, command, message_id)
             await sender.send(actor, body, message_id=message_id, reply_to=address)
         async with Runtime.open(store, APP) as runtime:

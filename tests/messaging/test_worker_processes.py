@@ -157,6 +157,8 @@ async def event_count(store_url: str, schema: str) -> int:
     con = await asyncpg.connect(POSTGRES)
     try:
         value = await con.fetchval(f'SELECT count(*) FROM "{schema}".events')
+    except asyncpg.exceptions.UndefinedTableError:
+        return 0  # no worker has created the schema yet (they start slowly on a busy machine)
     finally:
         await con.close()
     return int(value)

@@ -42,7 +42,7 @@ class Event(msgspec.Struct, Generic[E], frozen=True):
 class Outcome(msgspec.Struct, Generic[S, E], frozen=True):
     """What ``send`` returns once the events are durable."""
 
-    actor: ActorRef
+    actor: ActorRef[S, Any, E]
     events: tuple[Event[E], ...]
     state: S
     duplicate: bool = False
@@ -77,8 +77,11 @@ class ActorType(Generic[S, C, E]):
     initial: S
     decide: Callable[[S, C], Sequence[E]]
     evolve: Callable[[S, E], S]
-    commands: Sequence[type[C]]
-    events: Sequence[type[E]]
+    commands: Sequence[type[Any]]
+    """The command classes; ``C`` is inferred from ``decide`` (a list of classes would
+    join to their common base and make a precise ``decide`` look wrong)."""
+    events: Sequence[type[Any]]
+    """The event classes, stored under their class names; ``E`` comes from ``evolve``."""
     state_type: type[S] | None = None
     snapshot_every: int = 100
     upcasters: Mapping[str, Sequence[Upcaster]] = field(default_factory=dict)
@@ -103,7 +106,8 @@ class ActorType(Generic[S, C, E]):
         if unknown:
             raise ConfigurationError(f"upcasters for undeclared events: {sorted(unknown)}")
 
-    def __call__(self, actor_id: str) -> ActorRef:
+    def __call__(self, actor_id: str) -> ActorRef[S, C, E]:
+        """The ref of actor ``actor_id`` of this type, typed with this type's parameters."""
         return ActorRef(self.name, actor_id)
 
     def event_name(self, cls: type) -> str:

@@ -31,6 +31,7 @@ class Codec(Generic[S, C, E]):
     __slots__ = (
         "_decoders",
         "_encoder",
+        "_initial",
         "_names",
         "_state_decoder",
         "_versions",
@@ -51,6 +52,7 @@ class Codec(Generic[S, C, E]):
         }
         state_type: Any = kind.state_type if kind.state_type is not None else type(kind.initial)
         self._state_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(state_type)
+        self._initial: bytes | None = None
 
     def event_type(self, payload: object) -> tuple[str, int] | None:
         """The stored name and version of a payload, or None if it is not a declared event."""
@@ -76,6 +78,13 @@ class Codec(Generic[S, C, E]):
 
     def encode_state(self, state: S) -> bytes:
         return self._encode(state, "state")
+
+    def fresh_initial(self) -> S:
+        """A private copy of the initial state: an ``evolve`` that changes its input in place
+        must not change the state every other actor starts from."""
+        if self._initial is None:
+            self._initial = self.encode_state(self.kind.initial)
+        return self.decode_state(self._initial)
 
     def decode_state(self, data: bytes) -> S:
         try:

@@ -8,8 +8,10 @@ a no-op and copying records between stores is a plain union.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Generic
 
 import msgspec
+from typing_extensions import TypeVar
 
 from sourcery._core.clock import VectorClock
 from sourcery._core.errors import DecodingError, InvalidActorRef
@@ -30,6 +32,10 @@ __all__ = [
     "decode_events",
     "encode_events",
 ]
+
+S = TypeVar("S", default=Any)
+C = TypeVar("C", default=Any)
+E = TypeVar("E", default=Any)
 
 MAX_ID_BYTES = 255
 """Longest actor type, actor id, writer id or message id, in UTF-8 bytes."""
@@ -53,8 +59,13 @@ def check_text(value: object, what: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ActorRef:
-    """Names one actor: its type's name and its id."""
+class ActorRef(Generic[S, C, E]):
+    """Names one actor: its type's name and its id.
+
+    The type parameters (state, commands, events) exist only for the type checker: a ref
+    made by ``ActorType.__call__`` carries its type's, so ``await rt.state(ref)`` is the
+    state type. At run time, and for equality and hashing, a ref is its two strings.
+    """
 
     type: str
     id: str

@@ -1,122 +1,50 @@
 """The runtime: one mailbox per actor, group-committed events, snapshots, passivation.
 
-An actor in memory is a *cell*: the snapshot it was loaded from, the events applied since
-(in replay order), and the resulting state and clock. A command holds the cell's lock from
-decide to commit, so one actor sees one message at a time while other actors proceed and
-share transactions. Cells nobody uses are dropped beyond ``max_actors``; the store can
-always rebuild them.
+An actor in memory is a cell (``sourcery._engine.cells``). A command holds the cell's lock
+from decide to commit, so one actor sees one message at a time while other actors proceed
+and share transactions. This module orchestrates; the steps that need no store live in
+``sourcery._engine.commands``, healing in ``sourcery._engine.resolution``, the state cache
+in ``sourcery._engine.writebehind``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from sourcery._caches import Cache, CacheEntry, open_cache
-from sourcery._core.actor import ActorType, Event, Outcome
+from sourcery._core.actor import ActorType, Outcome
 from sourcery._core.clock import VectorClock
-from sourcery._core.codec import DEFAULT_MAX_PAYLOAD, Codec
+from sourcery._core.codec import DEFAULT_MAX_PAYLOAD
 from sourcery._core.config import cache_url, store_url
 from sourcery._core.errors import (
     Abandoned,
     ClosedError,
     ConfigurationError,
     DecodingError,
-    EncodingError,
     HandlerError,
-    Rejected,
-    SourceryError,
     UnknownActorType,
     UnknownCommand,
 )
 from sourcery._core.history import advance, fold, replay_order
-from sourcery._core.ids import IdGenerator, id_to_bytes
-from sourcery._core.records import (
-    ActorRef,
-    CommitBatch,
-    EventRecord,
-    MessageRecord,
-    PackRecord,
-    SnapshotRecord,
-    check_text,
-)
+from sourcery._core.ids import IdGenerator
+from sourcery._core.records import ActorRef, CommitBatch, EventRecord, SnapshotRecord, check_text
+from sourcery._engine import commands
+from sourcery._engine.cells import ActorKind, Cell, Cells
 from sourcery._engine.resolution import ResolutionStats, resolve
+from sourcery._engine.writebehind import WriteBehind
+from sourcery._io.opening import Opening
 from sourcery._stores import Store, open_store
 
 __all__ = ["DEFAULT_MAX_ACTORS", "Runtime"]
 
-log = logging.getLogger(__name__)
-
 DEFAULT_MAX_ACTORS = 10_000
-CACHE_RETRY_SECONDS = 1.0
-"""After a cache failure, commands skip the cache this long before trying it again."""
-CACHE_WRITE_DELAY = 0.02
-"""Entries are written behind the commands, at most this often per actor."""
-
 
 S = TypeVar("S")
-
-
-class _Kind:
-    """An actor type with what the runtime derives from it once."""
-
-    __slots__ = ("codec", "commands", "spec")
-
-    def __init__(self, spec: ActorType[Any, Any, Any], max_payload: int) -> None:
-        self.spec = spec
-        self.codec: Codec[Any, Any, Any] = Codec(spec, max_payload)
-        self.commands = frozenset(spec.commands)
-
-
-class _Cell:
-    """One actor held in memory."""
-
-    __slots__ = (
-        "base",
-        "base_clock",
-        "clock",
-        "kind",
-        "latest",
-        "loaded",
-        "lock",
-        "own",
-        "pending",
-        "ref",
-        "since",
-        "since_count",
-        "state",
-        "users",
-    )
-
-    def __init__(self, ref: ActorRef, kind: _Kind) -> None:
-        self.ref = ref
-        self.kind = kind
-        self.lock = asyncio.Lock()
-        self.users = 0
-        self.loaded = False
-        self.base: SnapshotRecord | None = None
-        self.base_clock = VectorClock()
-        self.since: list[tuple[EventRecord, Any]] | None = []
-        """Events applied since ``base``, in replay order; None until needed after a cache hit."""
-        self.since_count = 0
-        self.latest = 0
-        """The latest timestamp among the events the state reflects."""
-        self.state: Any = kind.spec.initial
-        self.clock = VectorClock()
-        """Covers what was loaded; this runtime's own newer events are counted in ``own``."""
-        self.own = 0
-        self.pending: asyncio.Future[None] | None = None
-        """A write whose waiter was cancelled: settle it before touching the actor again."""
-
-    def current_clock(self, writer: str) -> VectorClock:
-        if self.own > self.clock.get(writer):
-            self.clock = self.clock.with_entry(writer, self.own)
-        return self.clock
+C = TypeVar("C")
+E = TypeVar("E")
 
 
 class Runtime:
@@ -149,22 +77,18 @@ class Runtime:
         self.owns_store = owns_store
         self.cache = cache
         self.owns_cache = owns_cache
-        self._cache_retry_at = 0.0
-        self._cache_failing = False
-        self._dirty: dict[ActorRef, _Cell] = {}
-        self._cache_task: asyncio.Task[None] | None = None
         # Every open is a new writer, even under a name given before: a store wiped or
         # restored from an old copy has forgotten the name, and reusing it would give the
         # same dots to different events.
         suffix = secrets.token_hex(8)
         self.writer = suffix if writer is None else check_text(f"{writer}.{suffix}", "writer name")
-        self.max_actors = max_actors
-        self._kinds: dict[str, _Kind] = {}
+        self._behind = WriteBehind(cache, self.writer) if cache is not None else None
+        self._kinds: dict[str, ActorKind] = {}
         for spec in actor_types:
             if spec.name in self._kinds:
                 raise ConfigurationError(f"actor type {spec.name!r} given twice")
-            self._kinds[spec.name] = _Kind(spec, max_payload)
-        self._cells: OrderedDict[ActorRef, _Cell] = OrderedDict()
+            self._kinds[spec.name] = ActorKind(spec, max_payload)
+        self._cells = Cells(max_actors)
         self._ids = IdGenerator()
         self.cache_hits = 0
         """Loads answered by a validated cache entry instead of the store's events."""
@@ -181,14 +105,33 @@ class Runtime:
         url: str | None = None,
         actor_types: Iterable[ActorType[Any, Any, Any]] = (),
         **options: Any,
-    ) -> _Opening:
+    ) -> Opening[Runtime]:
         """Open the store at ``url`` (default: ``SOURCERY_STORE``) and claim a writer id.
 
         ``cache=URL`` (default: ``SOURCERY_CACHE``, else none) adds a cache of actor
         states, ``memory://`` or ``redis://…``. Use as ``async with Runtime.open(...) as rt``
         or ``rt = await Runtime.open(...)``.
         """
-        return _Opening(cls, store_url(url), list(actor_types), options)
+        url = store_url(url)
+        types = list(actor_types)
+
+        async def opened() -> Runtime:
+            rest = dict(options)
+            cache_at = cache_url(rest.pop("cache", None))
+            store = await open_store(url)
+            cache: Cache | None = None
+            try:
+                cache = await open_cache(cache_at) if cache_at else None
+                runtime = cls(store, types, owns_store=True, cache=cache, owns_cache=True, **rest)
+                await store.register_writer(runtime.writer)
+            except BaseException:
+                if cache is not None:
+                    await cache.aclose()
+                await store.aclose()
+                raise
+            return runtime
+
+        return Opening(opened)
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -202,12 +145,16 @@ class Runtime:
             return
         self._closed = True
         await self._idle.wait()
-        if self._cache_task is not None:
-            await self._cache_task
+        if self._behind is not None:
+            await self._behind.flush()
         if self.cache is not None and self.owns_cache:
             await self.cache.aclose()
         if self.owns_store:
             await self.store.aclose()
+
+    @property
+    def max_actors(self) -> int:
+        return self._cells.limit
 
     @property
     def actors_in_memory(self) -> int:
@@ -217,12 +164,12 @@ class Runtime:
 
     async def send(
         self,
-        actor: ActorRef,
-        command: object,
+        actor: ActorRef[S, C, E],
+        command: C,
         *,
         message_id: str | None = None,
         valid: Callable[[], bool] | None = None,
-    ) -> Outcome[Any, Any]:
+    ) -> Outcome[S, E]:
         """Decide ``command`` on ``actor``; return once its events are durable.
 
         Raises the actor type's :class:`Rejected` subclass, :class:`UnknownCommand`,
@@ -240,41 +187,25 @@ class Runtime:
         if message_id is not None:
             check_text(message_id, "message id")
         with self._using():
-            cell = self._cell(actor, kind)
+            cell = self._cells.use(actor, kind)
             try:
                 async with cell.lock:
                     return await self._process(cell, command, message_id, valid)
             finally:
-                self._release(cell)
+                self._cells.release(cell)
 
-    async def state(self, actor: ActorRef, *, refresh: bool = False) -> Any:
+    async def state(self, actor: ActorRef[S, Any, Any], *, refresh: bool = False) -> S:
         """The best known current state: the head snapshot plus the events since.
 
         ``refresh`` reloads from the store, to see what other writers wrote.
         """
-        kind = self._kind(actor)
-        with self._using():
-            cell = self._cell(actor, kind)
-            try:
-                async with cell.lock:
-                    if refresh or not cell.loaded:
-                        await self._load(cell)
-                    return cell.state
-            finally:
-                self._release(cell)
+        cell = await self._loaded_cell(actor, refresh=refresh)
+        state: S = cell.state
+        return state
 
     async def clock(self, actor: ActorRef) -> VectorClock:
         """The vector clock of the state ``state(actor)`` returns."""
-        kind = self._kind(actor)
-        with self._using():
-            cell = self._cell(actor, kind)
-            try:
-                async with cell.lock:
-                    if not cell.loaded:
-                        await self._load(cell)
-                    return cell.current_clock(self.writer)
-            finally:
-                self._release(cell)
+        return (await self._loaded_cell(actor, clock=True)).clock
 
     def forget(self, actors: Iterable[ActorRef]) -> None:
         """Reload these actors from the store at their next use.
@@ -289,7 +220,7 @@ class Runtime:
 
     # -- cells ---------------------------------------------------------------------------
 
-    def _kind(self, actor: ActorRef) -> _Kind:
+    def _kind(self, actor: ActorRef) -> ActorKind:
         if not isinstance(actor, ActorRef):
             raise TypeError(f"expected an ActorRef, got {type(actor).__name__}")
         kind = self._kinds.get(actor.type)
@@ -302,60 +233,39 @@ class Runtime:
             raise ClosedError("the runtime is closed")
         return _Using(self)
 
-    def _cell(self, actor: ActorRef, kind: _Kind) -> _Cell:
-        cell = self._cells.get(actor)
-        if cell is None:
-            cell = _Cell(actor, kind)
-            self._cells[actor] = cell
-        else:
-            self._cells.move_to_end(actor)
-        cell.users += 1
-        return cell
-
-    def _release(self, cell: _Cell) -> None:
-        cell.users -= 1
-        if len(self._cells) > self.max_actors:
-            self._passivate()
-
-    def _passivate(self) -> None:
-        """Drop the least recently used idle cells until the bound holds again.
-
-        The oldest cells are nearly always idle, so this stops after a few steps.
-        """
-        excess = len(self._cells) - self.max_actors
-        idle: list[ActorRef] = []
-        for ref, cell in self._cells.items():
-            if cell.users == 0 and (cell.pending is None or cell.pending.done()):
-                idle.append(ref)
-                if len(idle) >= excess:
-                    break
-        for ref in idle:
-            del self._cells[ref]
+    async def _loaded_cell(
+        self, actor: ActorRef, *, refresh: bool = False, clock: bool = False
+    ) -> Cell:
+        """The actor's cell, loaded (``refresh``: again), its clock brought up to date."""
+        kind = self._kind(actor)
+        with self._using():
+            cell = self._cells.use(actor, kind)
+            try:
+                async with cell.lock:
+                    if refresh or not cell.loaded:
+                        await self._load(cell)
+                    if clock:
+                        cell.current_clock(self.writer)
+                    return cell
+            finally:
+                self._cells.release(cell)
 
     # -- loading -------------------------------------------------------------------------
 
-    async def _load(self, cell: _Cell) -> None:
+    async def _load(self, cell: Cell) -> None:
+        """Head snapshot (healing several heads first) plus the loose events, in order."""
         cell.loaded = False
         if cell.pending is not None:
             await asyncio.wait([cell.pending])
             cell.pending = None
-        entry = await self._cache_get(cell.ref)
+        entry = await self._behind.get(cell.ref) if self._behind is not None else None
         heads = await self.store.heads(cell.ref)
         if entry is not None and await self._load_cached(cell, entry, heads):
             return
         spec = cell.kind.spec
         codec = cell.kind.codec
-        if len(heads) > 1:
-            base = await resolve(self, cell.kind.spec, codec, heads)
-            base_state = codec.decode_state(base.state)
-        elif heads:
-            base = heads[0]
-            base_state = codec.decode_state(base.state)
-        else:
-            base = None
-            # A fresh copy: an evolve that changes its input in place must not change the
-            # initial state every other actor starts from.
-            base_state = codec.decode_state(codec.encode_state(spec.initial))
+        base = await self._heal(cell, heads) if len(heads) > 1 else (heads[0] if heads else None)
+        base_state = codec.decode_state(base.state) if base is not None else codec.fresh_initial()
         base_clock = base.clock if base is not None else VectorClock()
         loose = await self.store.loose_events(cell.ref, base_clock)
         clock, applied = advance(base_clock, loose)
@@ -372,9 +282,20 @@ class Runtime:
         cell.since = list(zip(applied, payloads, strict=True))
         cell.since_count = len(applied)
         self._loaded(cell, state, clock, latest)
-        self._mark_dirty(cell)
+        if self._behind is not None:
+            self._behind.mark(cell)
 
-    def _loaded(self, cell: _Cell, state: Any, clock: VectorClock, latest: int) -> None:
+    async def _heal(self, cell: Cell, heads: list[SnapshotRecord]) -> SnapshotRecord:
+        """Merge several heads into one snapshot and make it durable."""
+        self.resolutions.divergences += 1
+        plan = await resolve(self.store, cell.kind.spec, cell.kind.codec, heads)
+        await self.store.commit(
+            CommitBatch(events=list(plan.compensations), snapshots=[(plan.snapshot, plan.pack)])
+        )
+        self.resolutions.record(plan)
+        return plan.snapshot
+
+    def _loaded(self, cell: Cell, state: Any, clock: VectorClock, latest: int) -> None:
         # What decide sees must replay before what it causes, whatever the wall clocks say.
         self._ids.advance_past(latest)
         cell.state = state
@@ -384,7 +305,7 @@ class Runtime:
         cell.loaded = True
 
     async def _load_cached(
-        self, cell: _Cell, entry: CacheEntry, heads: list[SnapshotRecord]
+        self, cell: Cell, entry: CacheEntry, heads: list[SnapshotRecord]
     ) -> bool:
         """Use a cache entry only if it is exactly what the store would give."""
         if len(heads) > 1 or entry.heads != tuple(h.clock for h in heads):
@@ -408,7 +329,7 @@ class Runtime:
         self.cache_hits += 1
         return True
 
-    async def _since(self, cell: _Cell) -> list[tuple[EventRecord, Any]]:
+    async def _since(self, cell: Cell) -> list[tuple[EventRecord, Any]]:
         """The events since the cell's base, read back after a cache hit made it skip them."""
         if cell.since is None:
             codec = cell.kind.codec
@@ -418,206 +339,71 @@ class Runtime:
             cell.since = [(r, codec.decode_payload(r.type, r.version, r.payload)) for r in mine]
         return cell.since
 
-    # -- the cache -----------------------------------------------------------------------
-
-    async def _cache_get(self, ref: ActorRef) -> CacheEntry | None:
-        cache = self.cache
-        if cache is None or time.monotonic() < self._cache_retry_at:
-            return None
-        try:
-            entry = await cache.get(ref)
-        except DecodingError as exc:
-            log.warning("ignoring a damaged cache entry for %s: %s", ref, exc)
-            return None
-        except SourceryError as exc:
-            self._cache_failed(exc)
-            return None
-        self._cache_ok()
-        if entry is not None and entry.actor != ref:
-            return None
-        return entry
-
-    def _cache_failed(self, exc: BaseException) -> None:
-        self._cache_retry_at = time.monotonic() + CACHE_RETRY_SECONDS
-        if not self._cache_failing:
-            self._cache_failing = True
-            log.warning("the cache is unavailable; working from the store alone: %s", exc)
-
-    def _cache_ok(self) -> None:
-        if self._cache_failing:
-            self._cache_failing = False
-            log.warning("the cache is back")
-
-    def _mark_dirty(self, cell: _Cell) -> None:
-        if self.cache is None:
-            return
-        self._dirty[cell.ref] = cell
-        if self._cache_task is None:
-            self._cache_task = asyncio.create_task(self._write_cache())
-
-    async def _write_cache(self) -> None:
-        """Write behind: entries go to the cache after the commands, never on their path."""
-        cache = self.cache
-        assert cache is not None
-        try:
-            while self._dirty:
-                if not self._closed:
-                    await asyncio.sleep(CACHE_WRITE_DELAY)
-                dirty, self._dirty = self._dirty, {}
-                if time.monotonic() < self._cache_retry_at:
-                    continue
-                for cell in dirty.values():
-                    if not cell.loaded:
-                        continue
-                    try:
-                        state = cell.kind.codec.encode_state(cell.state)
-                    except EncodingError:
-                        continue  # too large or not encodable: this actor is not cached
-                    try:
-                        entry = CacheEntry(
-                            actor=cell.ref,
-                            heads=(cell.base.clock,) if cell.base is not None else (),
-                            clock=cell.current_clock(self.writer),
-                            state=state,
-                            latest=cell.latest,
-                        )
-                        await cache.put(entry)
-                    except SourceryError as exc:
-                        self._cache_failed(exc)
-                        break
-                    self._cache_ok()
-        finally:
-            self._cache_task = None
-
     # -- processing ----------------------------------------------------------------------
 
     async def _process(
         self,
-        cell: _Cell,
+        cell: Cell,
         command: object,
         message_id: str | None,
         valid: Callable[[], bool] | None = None,
     ) -> Outcome[Any, Any]:
+        """One command, its lock held: dedupe, decide, evolve, commit, then apply."""
         if valid is not None and not valid():
             raise Abandoned(f"command to {cell.ref} withdrawn before its turn")
         if not cell.loaded:
             await self._load(cell)
-        ref = cell.ref
-        kind = cell.kind
-        spec = kind.spec
-        codec = kind.codec
-        messages: list[MessageRecord] = []
-        given = message_id is not None
         if message_id is not None:
-            seen = await self.store.message(ref, message_id)
-            if seen is not None:
-                earlier = await self.store.events(ref, seen.dots)
-                return Outcome(
-                    actor=ref,
-                    events=tuple(codec.decode_event(r, ref) for r in earlier),
-                    state=cell.state,
-                    duplicate=True,
-                )
-        else:
-            message_id = _message_id(self._ids.new())
-
-        try:
-            payloads = spec.decide(cell.state, command)
-        except Rejected:
-            raise
-        except Exception as exc:
-            cell.loaded = False  # in case it changed the state in place before failing
-            raise HandlerError(f"decide failed on {ref} for {command!r}: {exc!r}") from exc
-        if isinstance(payloads, (str, bytes)) or not isinstance(payloads, Sequence):
-            raise HandlerError(
-                f"decide must return a sequence of events, got {type(payloads).__name__}"
-            )
-
-        writer = self.writer
-        n = cell.own
-        records: list[EventRecord] = []
-        events: list[Event[Any]] = []
-        for payload in payloads:
-            named = codec.event_type(payload)
-            if named is None:
-                raise HandlerError(
-                    f"decide returned {type(payload).__name__}, not an event type of {spec.name!r}"
-                )
-            name, version = named
-            data = codec.encode_payload(payload)
-            event_id = self._ids.new()
-            timestamp = event_id >> 64
-            n += 1
-            records.append(
-                EventRecord(
-                    ref.type,
-                    ref.id,
-                    writer,
-                    n,
-                    id_to_bytes(event_id),
-                    timestamp,
-                    message_id,
-                    name,
-                    version,
-                    data,
-                )
-            )
-            events.append(
-                Event(event_id, ref, timestamp, message_id, writer, n, name, version, payload)
-            )
-
-        # Ids only grow and loading moved them past every loaded event, so these events
-        # replay after everything the state holds: applying them now is replay order.
-        due = cell.since_count + len(records) >= spec.snapshot_every
-        since = await self._since(cell) if due else cell.since
-        new_since = (
-            None
-            if since is None
-            else since + [(r, e.payload) for r, e in zip(records, events, strict=True)]
-        )
-        try:
-            state = fold(spec.evolve, cell.state, (e.payload for e in events))
-        except Exception as exc:
-            # evolve may have changed the state in place before failing: reload it.
-            cell.loaded = False
-            raise HandlerError(f"evolve failed on {ref}: {exc!r}") from exc
-        batch = CommitBatch(events=records)
-        if given:
-            messages.append(
-                MessageRecord(
-                    actor=ref, message_id=message_id, dots=tuple((writer, r.n) for r in records)
-                )
-            )
-            batch.messages = messages
-        snapshot: SnapshotRecord | None = None
-        if due and new_since is not None:
-            clock = cell.clock.with_entry(writer, n) if n else cell.clock
-            snapshot = SnapshotRecord(
-                actor=ref,
-                clock=clock,
-                parents=(cell.base_clock,) if cell.base is not None else (),
-                state=codec.encode_state(state),
-                timestamp=max(cell.base.timestamp if cell.base else 0, new_since[-1][0].timestamp),
-            )
-            pack = PackRecord(actor=ref, clock=clock, events=tuple(r for r, _ in new_since))
-            batch.snapshots.append((snapshot, pack))
-
+            earlier = await self._earlier(cell, message_id)
+            if earlier is not None:
+                return earlier
+        payloads = commands.decide(cell, command)
+        given = message_id is not None
+        if message_id is None:
+            message_id = commands.generated_message_id(self._ids.new())
+        work = commands.draft(cell, payloads, message_id, self.writer, self._ids)
+        due = cell.since_count + len(work.records) >= cell.kind.spec.snapshot_every
+        commands.evolve(cell, work, await self._since(cell) if due else cell.since)
+        batch = commands.plan_batch(cell, work, given=given, due=due, writer=self.writer)
         if valid is not None and not valid():
             cell.loaded = False  # decide or evolve may have changed the state in place
             raise Abandoned(f"command to {cell.ref} withdrawn before its write")
-        if records or batch.messages or batch.snapshots:
-            try:
-                await self.store.commit(batch)
-            except asyncio.CancelledError:
-                # The write goes on. An empty batch queued behind it settles after it does;
-                # the actor is reloaded only then, so nobody reuses its dots.
-                cell.loaded = False
-                cell.pending = asyncio.ensure_future(self.store.commit(CommitBatch()))
-                raise
-            except BaseException:
-                # The outcome may be unknown (a lost connection): rebuild from the store.
-                cell.loaded = False
-                raise
+        if batch.events or batch.messages or batch.snapshots:
+            await self._commit(cell, batch)
+        self._apply(cell, work)
+        return Outcome(actor=cell.ref, events=tuple(work.events), state=work.state)
+
+    async def _earlier(self, cell: Cell, message_id: str) -> Outcome[Any, Any] | None:
+        """What a message processed before produced, if it was: nothing is written again."""
+        seen = await self.store.message(cell.ref, message_id)
+        if seen is None:
+            return None
+        earlier = await self.store.events(cell.ref, seen.dots)
+        decode = cell.kind.codec.decode_event
+        return Outcome(
+            actor=cell.ref,
+            events=tuple(decode(r, cell.ref) for r in earlier),
+            state=cell.state,
+            duplicate=True,
+        )
+
+    async def _commit(self, cell: Cell, batch: CommitBatch) -> None:
+        try:
+            await self.store.commit(batch)
+        except asyncio.CancelledError:
+            # The write goes on. An empty batch queued behind it settles after it does;
+            # the actor is reloaded only then, so nobody reuses its dots.
+            cell.loaded = False
+            cell.pending = asyncio.ensure_future(self.store.commit(CommitBatch()))
+            raise
+        except BaseException:
+            # The outcome may be unknown (a lost connection): rebuild from the store.
+            cell.loaded = False
+            raise
+
+    def _apply(self, cell: Cell, work: commands.Draft) -> None:
+        """The command is durable: the cell takes its state, and its snapshot if it made one."""
+        snapshot = work.snapshot
         if snapshot is not None:
             cell.base = snapshot
             cell.base_clock = snapshot.clock
@@ -625,20 +411,14 @@ class Runtime:
             cell.since = []
             cell.since_count = 0
         else:
-            cell.since = new_since
-            cell.since_count += len(records)
-        if records:
-            cell.latest = max(cell.latest, records[-1].timestamp)
-        cell.state = state
-        cell.own = n
-        if records:
-            self._mark_dirty(cell)
-        return Outcome(actor=ref, events=tuple(events), state=state)
-
-
-def _message_id(value: int) -> str:
-    """Ids the runtime makes up for messages that came without one (never deduplicated)."""
-    return f"~{value:032x}"
+            cell.since = work.since
+            cell.since_count += len(work.records)
+        if work.records:
+            cell.latest = max(cell.latest, work.records[-1].timestamp)
+        cell.state = work.state
+        cell.own = work.n
+        if work.records and self._behind is not None:
+            self._behind.mark(cell)
 
 
 class _Using:
@@ -659,54 +439,3 @@ class _Using:
         rt._busy -= 1
         if rt._busy == 0:
             rt._idle.set()
-
-
-class _Opening:
-    """What ``Runtime.open`` returns: await it, or use it with ``async with``."""
-
-    def __init__(
-        self,
-        cls: type[Runtime],
-        url: str,
-        actor_types: list[ActorType[Any, Any, Any]],
-        options: dict[str, Any],
-    ) -> None:
-        self._cls = cls
-        self._url = url
-        self._actor_types = actor_types
-        self._options = options
-        self._runtime: Runtime | None = None
-
-    async def _open(self) -> Runtime:
-        options = dict(self._options)
-        url = cache_url(options.pop("cache", None))
-        store = await open_store(self._url)
-        cache: Cache | None = None
-        try:
-            cache = await open_cache(url) if url else None
-            runtime = self._cls(
-                store,
-                self._actor_types,
-                owns_store=True,
-                cache=cache,
-                owns_cache=True,
-                **options,
-            )
-            await store.register_writer(runtime.writer)
-        except BaseException:
-            if cache is not None:
-                await cache.aclose()
-            await store.aclose()
-            raise
-        return runtime
-
-    def __await__(self) -> Generator[Any, None, Runtime]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> Runtime:
-        self._runtime = await self._open()
-        return self._runtime
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runtime is not None:
-            await self._runtime.aclose()
