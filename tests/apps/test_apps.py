@@ -11,6 +11,9 @@ from sourcery._core.actor import ActorType
 from sourcery._core.errors import ConfigurationError
 from sourcery.examples.bank import accounts
 
+HERE = __name__
+"""This module as load_app imports it (``apps.test_apps`` since tests/ mirrors the package)."""
+
 ONE = accounts
 SEVERAL = (accounts,)
 NOT_TYPES = [accounts, "account"]
@@ -34,11 +37,11 @@ class Holder:
     "spec",
     [
         "sourcery.examples.bank:accounts",
-        "apps.test_apps:ONE",
-        "apps.test_apps:SEVERAL",
-        "apps.test_apps:make",
-        "apps.test_apps:make_one",
-        "apps.test_apps:Holder.types",
+        f"{HERE}:ONE",
+        f"{HERE}:SEVERAL",
+        f"{HERE}:make",
+        f"{HERE}:make_one",
+        f"{HERE}:Holder.types",
     ],
 )
 def test_an_actor_type_a_sequence_or_a_callable_returning_either(spec: str) -> None:
@@ -53,10 +56,10 @@ def test_an_actor_type_a_sequence_or_a_callable_returning_either(spec: str) -> N
         ("sourcery.examples.bank:", "MODULE:ATTRIBUTE"),
         ("no_such_module_here:x", "cannot import"),
         ("sourcery.examples.bank:nothing", "no attribute"),
-        ("apps.test_apps:NOT_TYPES", "must be an ActorType"),
-        ("apps.test_apps:EMPTY", "must be an ActorType"),
-        ("apps.test_apps:NUMBER", "got int"),
-        ("apps.test_apps:Holder", "must be an ActorType"),
+        (f"{HERE}:NOT_TYPES", "must be an ActorType"),
+        (f"{HERE}:EMPTY", "must be an ActorType"),
+        (f"{HERE}:NUMBER", "got int"),
+        (f"{HERE}:Holder", "must be an ActorType"),
     ],
 )
 def test_anything_else_is_a_configuration_error(spec: str, message: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from services import POSTGRES, TEST_SCHEMA_PREFIX, postgres_down
 
-from sourcery._apps import cli
+from sourcery._apps.cli import demo as demo_command
 from sourcery._apps.cli import main
 from sourcery._apps.demo import DemoResult, ReplicatedDemoResult, Side
 from sourcery._core.actor import ActorType
@@ -314,7 +314,7 @@ def test_demo_exits_1_when_money_is_not_conserved_or_replicas_disagree(
         return _replicated(balances_b, disagreements)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "run_replicated_demo", broken)
+    monkeypatch.setattr(demo_command, "run_replicated_demo", broken)
     assert main(["demo", "--accounts", "1", "--commands", "4"]) == 1
     out = capsys.readouterr().out
     assert ("money conserved: yes" in out) == conserved
@@ -347,7 +347,7 @@ def test_single_store_demo_exits_1_when_money_is_not_conserved(
         )
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "run_demo", leaky)
+    monkeypatch.setattr(demo_command, "run_demo", leaky)
     assert main(["demo", "--store", "x.db", "--accounts", "1", "--commands", "2"]) == 1
     out = capsys.readouterr().out
     assert "money conserved: NO" in out

@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sourcery._apps.history_svg import clock_label, escape, layout, render, short_names
+from sourcery._apps.history_layout import clock_label, layout, short_names
+from sourcery._apps.history_svg import escape, render
 from sourcery._core.clock import VectorClock
 from sourcery._core.records import ActorRef, EventRecord, PackRecord, SnapshotRecord
 

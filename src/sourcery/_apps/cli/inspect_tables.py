@@ -1,0 +1,134 @@
+"""How ``sourcery inspect`` shows its report on a console: a list of actors, or one
+actor's heads, snapshots and loose events as compact rich tables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sourcery._apps.cli.inspect_report import ACTORS_LISTED
+
+__all__ = ["print_actor", "print_actors"]
+
+
+def print_actors(out: Console, report: dict[str, Any]) -> None:
+    """A store's actors, one a line."""
+    actors: list[str] = report["actors"]
+    if not actors:
+        out.print(f"{escape(report['store'])} holds no actors")
+        return
+    out.print(f"actors in {escape(report['store'])}:")
+    for name in actors:
+        out.print(f"  {escape(name)}")
+    if report["more"]:
+        out.print(f"(only the first {ACTORS_LISTED} are shown)")
+
+
+def print_actor(out: Console, r: dict[str, Any]) -> None:
+    """One actor: whether it has siblings, its frontier, then a table of each part."""
+    heads: list[dict[str, Any]] = r["heads"]
+    out.print(f"[bold]{escape(r['actor'])}[/bold] in {escape(r['store'])}")
+    if r["siblings"]:
+        out.print(
+            f"siblings: [bold red]yes, {len(heads)} heads[/bold red] (divergent versions; "
+            "the next read resolves them from their latest common ancestor)"
+        )
+    else:
+        out.print(f"siblings: no ({len(heads)} head{'' if len(heads) == 1 else 's'})")
+    out.print(f"frontier: {escape(_clock(r['frontier']))}")
+    out.print(_heads_table(heads))
+    out.print(_snapshots_table(r["snapshots"]))
+    out.print(_loose_events_table(r["loose_events"]))
+
+
+def _heads_table(heads: list[dict[str, Any]]) -> Table:
+    table = _table(f"heads ({len(heads)})", "clock", "timestamp", "state")
+    for h in heads:
+        table.add_row(escape(_clock(h["clock"])), h["timestamp"], escape(_json(h["state"])))
+    return table
+
+
+def _snapshots_table(snapshots: list[dict[str, Any]]) -> Table:
+    table = _table(
+        f"snapshots ({len(snapshots)})",
+        "#",
+        "clock",
+        "parents",
+        "role",
+        "timestamp",
+        "state bytes",
+        "pack events",
+    )
+    for i, s in enumerate(snapshots, 1):
+        parents = ", ".join(_clock(p) for p in s["parents"]) or "(root)"
+        pack = "missing" if s["pack_events"] is None else str(s["pack_events"])
+        table.add_row(
+            str(i),
+            escape(_clock(s["clock"])),
+            escape(parents),
+            _roles(s),
+            s["timestamp"],
+            str(s["state_bytes"]),
+            pack,
+        )
+    return table
+
+
+def _roles(snapshot: dict[str, Any]) -> str:
+    """What a snapshot is besides a snapshot: a head, a merge, a holder of compensations."""
+    roles = []
+    if snapshot["head"]:
+        roles.append("[bold]head[/bold]")
+    if len(snapshot["parents"]) > 1:
+        roles.append("merge")
+    if snapshot["compensations"]:
+        roles.append(f"{snapshot['compensations']} compensating")
+    return ", ".join(roles)
+
+
+def _loose_events_table(events: list[dict[str, Any]]) -> Table:
+    table = _table(
+        f"loose events ({len(events)})",
+        "dot",
+        "id",
+        "timestamp",
+        "initiated by",
+        "type",
+        "v",
+        "payload",
+    )
+    for e in events:
+        writer, n = e["dot"]
+        table.add_row(
+            escape(f"{writer}:{n}"),
+            e["id"],
+            e["timestamp"],
+            escape(e["initiated_by"]),
+            escape(e["type"]),
+            str(e["version"]),
+            escape(_json(e["payload"])),
+        )
+    return table
+
+
+def _table(title: str, *columns: str) -> Table:
+    """A compact table whose cells fold rather than hide what does not fit."""
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
+    )
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _clock(entries: dict[str, int]) -> str:
+    return "{" + ", ".join(f"{w}: {n}" for w, n in entries.items()) + "}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
