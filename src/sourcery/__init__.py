@@ -33,6 +33,7 @@ from sourcery._core.errors import (
     UnknownEventType,
 )
 from sourcery._core.records import ActorRef
+from sourcery._core.version import __version__
 from sourcery._engine.runtime import Runtime
 from sourcery._messaging.client import Client
 from sourcery._messaging.publishing import Publisher
@@ -42,8 +43,6 @@ from sourcery._messaging.topics import EventBus, MemoryBus, Subscription, open_b
 from sourcery._messaging.wire import Reply
 from sourcery._messaging.worker import Worker, WorkerStats
 from sourcery._stores import Store, open_store
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Abandoned",

@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sourcery._core.clock import VectorClock
+from sourcery._core.merge import MERGE_WRITER_PREFIX
 from sourcery._core.records import PackRecord, SnapshotRecord
 
 __all__ = [
-    "MERGE_WRITER_PREFIX",
     "Edge",
     "Layout",
     "Node",
@@ -29,9 +29,6 @@ __all__ = [
     "layout",
     "short_names",
 ]
-
-MERGE_WRITER_PREFIX = "merge-"
-"""Writer ids of the compensating events a merge hook records (see ``resolution``)."""
 
 
 def _letters(i: int) -> str:

@@ -18,18 +18,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sourcery._apps.history_layout import (
-    MERGE_WRITER_PREFIX,
     Layout,
     Node,
     clock_label,
     layout,
 )
 from sourcery._core.clock import VectorClock
+from sourcery._core.merge import MERGE_WRITER_PREFIX
 from sourcery._core.records import PackRecord, SnapshotRecord
 
-__all__ = ["MERGE_WRITER_PREFIX", "escape", "render"]
-# MERGE_WRITER_PREFIX is defined with the layout, which needs it, and still offered here
-# where the CLI imports it from.
+__all__ = ["escape", "render"]
 
 CHAR_WIDTH = 7.3
 """Roughly the advance of one character of a 12px monospace font."""

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 
-from sourcery import __version__
 from sourcery._apps.cli import demo, inspect, stores, worker
 from sourcery._apps.cli.common import console, one_line, setup_logging
 from sourcery._core.errors import SourceryError
+from sourcery._core.version import __version__
 
 __all__ = ["main"]
 

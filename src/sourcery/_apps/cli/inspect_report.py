@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
-from sourcery._apps.history_svg import MERGE_WRITER_PREFIX
 from sourcery._core.clock import VectorClock
 from sourcery._core.ids import format_id, id_from_bytes
+from sourcery._core.merge import MERGE_WRITER_PREFIX
 from sourcery._core.records import ActorRef, EventRecord, PackRecord, SnapshotRecord
 
 __all__ = ["ACTORS_LISTED", "actor_report", "actors_report"]
