@@ -22,7 +22,8 @@ from pathlib import Path
 
 from sourcery import ActorRef, Runtime
 from sourcery._core.ids import IdGenerator, id_to_bytes
-from sourcery._stores.sqlite import MIGRATIONS
+from sourcery._stores.sql.schema import statements
+from sourcery._stores.sqlite import DIALECT
 from sourcery.examples.bank import Deposit, accounts
 
 from .broker import bench_broker
@@ -82,9 +83,8 @@ def bench_raw_sqlite(directory: Path, rows: int, batch: int) -> Results:
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode = WAL")
     con.execute("PRAGMA synchronous = FULL")
-    for statement in MIGRATIONS[0].split(";"):
-        if statement.strip():
-            con.execute(statement)
+    for statement in statements(DIALECT, 1):
+        con.execute(statement)
     ids = IdGenerator()
     payload = b"\x81\xa6amount\x01"
     data = [

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from sourcery._core.errors import ClosedError, StoreError, StoreUnavailable
-from sourcery._engine.groupcommit import LookupBatcher
+from sourcery._stores.groupcommit import LookupBatcher
 
 
 async def test_keys_asked_together_go_out_in_one_query_each_key_once() -> None:

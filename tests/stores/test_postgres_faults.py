@@ -87,12 +87,13 @@ async def test_killed_connections_lose_no_acknowledged_event() -> None:
 
 async def test_a_schema_named_like_a_keyword_works() -> None:
     from sourcery._stores import open_store
+    from sourcery._stores.postgres import SCHEMA_VERSION
 
     url = f"{POSTGRES}?schema=user"
     try:
         store = await open_store(url)
         try:
-            assert await store.schema_version() == 1
+            assert await store.schema_version() == SCHEMA_VERSION
         finally:
             await store.aclose()
     finally:

@@ -27,12 +27,13 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from sourcery._caches.base import CacheEntry
 from sourcery._core.config import redact, unique_params
-from sourcery._core.errors import ClosedError, ConfigurationError, DecodingError, StoreUnavailable
+from sourcery._core.errors import ClosedError, ConfigurationError, DecodingError
 from sourcery._core.records import ActorRef
+from sourcery._io import driver_errors
 
 __all__ = ["RedisCache", "RedisSettings", "parse_redis_url"]
 
@@ -171,15 +172,10 @@ class RedisCache:
 
     async def _call(self, what: str, call: Callable[[Redis], Awaitable[T]]) -> T:
         client = self._connection()
-        try:
+        with driver_errors.redis().translated(
+            f"the redis cache at {self._shown} could not {what}", [self.settings.password or ""]
+        ):
             return await call(client)
-        except (RedisError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if self.settings.password:
-                reason = reason.replace(self.settings.password, "***")
-            raise StoreUnavailable(
-                f"the redis cache at {self._shown} could not {what}: {reason}"
-            ) from exc
 
     async def get(self, actor: ActorRef) -> CacheEntry | None:
         key = self.key(actor)
@@ -228,7 +224,8 @@ class RedisCache:
         self._closed = True
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(RedisError, OSError):  # nothing is lost with a cache
+            errors = driver_errors.redis()
+            with contextlib.suppress(*errors.failed, *errors.lost):  # a cache loses nothing
                 await client.aclose()
 
     async def __aenter__(self) -> RedisCache:

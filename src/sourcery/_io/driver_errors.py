@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sourcery._core.errors import (
     BrokerError,
@@ -25,6 +25,10 @@ from sourcery._core.errors import (
 __all__ = ["DriverErrors", "amqp", "describe", "postgres", "redis", "sqlite"]
 
 Errors = tuple[type[BaseException], ...]
+
+
+def _always(_exc: BaseException) -> bool:
+    return True
 
 
 def describe(exc: BaseException) -> str:
@@ -44,18 +48,28 @@ class DriverErrors:
     """Any other error of the driver: the service refused the request."""
     unavailable: type[SourceryError]
     error: type[SourceryError]
+    lost_if: Callable[[BaseException], bool] = field(default=_always)
+    """Which of the ``lost`` errors really are (SQLite raises one class for a locked file
+    and for a missing table)."""
+
+    def is_lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.lost) and self.lost_if(exc)
 
     @contextmanager
-    def translated(self, what: str) -> Iterator[None]:
-        """Re-raise the driver's errors as ours, one line, the cause chained."""
+    def translated(self, what: str, secrets: Sequence[str] = ()) -> Iterator[None]:
+        """Re-raise the driver's errors as ours, one line, the cause chained; each of
+        ``secrets`` (a password) is masked in the line."""
         try:
             yield
         except SourceryError:
             raise
-        except self.lost as exc:
-            raise self.unavailable(f"{what}: {describe(exc)}") from exc
-        except self.failed as exc:
-            raise self.error(f"{what}: {describe(exc)}") from exc
+        except self.failed + self.lost as exc:
+            line = describe(exc)
+            for secret in secrets:
+                if secret:
+                    line = line.replace(secret, "***")
+            kind = self.unavailable if self.is_lost(exc) else self.error
+            raise kind(f"{what}: {line}") from exc
 
 
 @functools.cache
@@ -84,11 +98,21 @@ def sqlite() -> DriverErrors:
     import sqlite3
 
     return DriverErrors(
-        lost=(sqlite3.OperationalError,),  # locked, unopenable, disk I/O
+        lost=(sqlite3.OperationalError,),
         failed=(sqlite3.Error,),
         unavailable=StoreUnavailable,
         error=StoreError,
+        lost_if=_sqlite_transient,
     )
+
+
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "full")
+"""Operational errors worth retrying later; the others (a missing table, say) are not."""
+
+
+def _sqlite_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in _SQLITE_TRANSIENT)
 
 
 @functools.cache
@@ -116,9 +140,11 @@ def redis() -> DriverErrors:
     from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    # Redis is only ever a cache, and a cache that refuses a call is as good as absent:
+    # both kinds are "unavailable", so the runtime reads the store instead.
     return DriverErrors(
         lost=(RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError),
         failed=(RedisError,),
         unavailable=StoreUnavailable,
-        error=StoreError,
+        error=StoreUnavailable,
     )

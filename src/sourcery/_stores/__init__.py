@@ -6,9 +6,28 @@ from urllib.parse import urlsplit
 
 from sourcery._core.config import redact
 from sourcery._core.errors import ConfigurationError
-from sourcery._stores.base import Store, StoreStats
+from sourcery._stores.base import (
+    ActorRecords,
+    EventFeed,
+    Inspection,
+    ReplicationSink,
+    ReplicationSource,
+    Store,
+    StoreResource,
+    StoreStats,
+)
 
-__all__ = ["Store", "StoreStats", "open_store"]
+__all__ = [
+    "ActorRecords",
+    "EventFeed",
+    "Inspection",
+    "ReplicationSink",
+    "ReplicationSource",
+    "Store",
+    "StoreResource",
+    "StoreStats",
+    "open_store",
+]
 
 
 async def open_store(url: str) -> Store:

@@ -1,8 +1,14 @@
-"""The store interface every backend implements, and the counters it keeps.
+"""The store interfaces, one per capability, and the counters every store keeps.
 
 A store holds immutable records (events, snapshots, packs) plus two indexes it maintains
 itself from what it holds: the heads of each actor and the highest counter per writer (the
 frontier), which together make loading an actor cost its head plus its loose events.
+
+As eventsourcing layers its recorders, the interface is split by what a caller needs:
+:class:`ActorRecords` (what the runtime reads and writes per actor), :class:`ReplicationSource`
+and :class:`ReplicationSink` (copying records between stores), :class:`EventFeed` (the
+ordered feed publishing and subscriptions follow) and :class:`Inspection`. :class:`Store`
+is all of them: what every backend implements.
 """
 
 from __future__ import annotations
@@ -25,7 +31,16 @@ from sourcery._core.records import (
     SnapshotRecord,
 )
 
-__all__ = ["Store", "StoreStats"]
+__all__ = [
+    "ActorRecords",
+    "EventFeed",
+    "Inspection",
+    "ReplicationSink",
+    "ReplicationSource",
+    "Store",
+    "StoreResource",
+    "StoreStats",
+]
 
 
 @dataclass(slots=True)
@@ -42,16 +57,19 @@ class StoreStats:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Where records live. Every write is idempotent; nothing is updated in place."""
+class StoreResource(Protocol):
+    """What every capability shares: counters, and a connection to release."""
 
     stats: StoreStats
 
     async def aclose(self) -> None:
         """Write what is queued, then release every connection. Idempotent."""
 
-    async def schema_version(self) -> int:
-        """The version of the schema the store holds (opening it migrated it)."""
+
+@runtime_checkable
+class ActorRecords(StoreResource, Protocol):
+    """One actor's records: what the runtime loads and commits. Every write is idempotent;
+    nothing is updated in place."""
 
     async def register_writer(self, writer: str) -> None:
         """Claim ``writer`` for this process; raise StoreError if it was ever claimed."""
@@ -82,19 +100,16 @@ class Store(Protocol):
     async def pack(self, actor: ActorRef, clock: VectorClock) -> PackRecord | None:
         """The event pack of the snapshot with exactly this clock."""
 
-    async def snapshots(self, actor: ActorRef) -> list[SnapshotRecord]:
-        """Every snapshot of the actor, oldest first. For inspection, not the hot path."""
-
     async def message(self, actor: ActorRef, message_id: str) -> MessageRecord | None:
         """The record of an already processed message, if any.
 
         It sees every record committed before it was called. Concurrent calls may share
         one query; one that the store cannot look up fails alone."""
 
-    async def actors(self, limit: int = 100) -> list[ActorRef]:
-        """Some actors this store holds events of, for inspection."""
 
-    # -- replication ---------------------------------------------------------------------
+@runtime_checkable
+class ReplicationSource(StoreResource, Protocol):
+    """A store records are copied from."""
 
     async def identity(self) -> str:
         """A random id made when the store was created; a wiped store gets a new one."""
@@ -106,10 +121,24 @@ class Store(Protocol):
         the cursors, in the order this store wrote them. A cursor that no longer matches
         this store (restored from an older copy) restarts its stream from the beginning."""
 
+
+@runtime_checkable
+class ReplicationSink(StoreResource, Protocol):
+    """A store records are copied to: it commits them with how far it got."""
+
+    async def identity(self) -> str:
+        """A random id made when the store was created; a wiped store gets a new one."""
+
     async def checkpoint(self, source: str) -> Checkpoint:
         """How far this store has copied from ``source``; committed with the records."""
 
-    # -- publishing ----------------------------------------------------------------------
+    def commit(self, batch: CommitBatch) -> Awaitable[None]:
+        """As :meth:`ActorRecords.commit`; a batch's checkpoint commits with its records."""
+
+
+@runtime_checkable
+class EventFeed(StoreResource, Protocol):
+    """Every stored event once, in store order: what publishers and subscriptions follow."""
 
     async def read_events(self, after: Cursor, limit: int) -> list[tuple[Cursor, EventRecord]]:
         """Up to ``limit`` events after position ``after``, in store order, each with its
@@ -119,3 +148,22 @@ class Store(Protocol):
         whose transaction commits after a later one: a store returns an event only once
         nothing can appear before it any more.
         """
+
+
+@runtime_checkable
+class Inspection(StoreResource, Protocol):
+    """What a person looking at a store asks; not on the hot path."""
+
+    async def schema_version(self) -> int:
+        """The version of the schema the store holds (opening it migrated it)."""
+
+    async def actors(self, limit: int = 100) -> list[ActorRef]:
+        """Some actors this store holds events of, for inspection."""
+
+    async def snapshots(self, actor: ActorRef) -> list[SnapshotRecord]:
+        """Every snapshot of the actor, oldest first. For inspection, not the hot path."""
+
+
+@runtime_checkable
+class Store(ActorRecords, ReplicationSource, ReplicationSink, EventFeed, Inspection, Protocol):
+    """Every capability: what each backend implements and the runtime uses."""

@@ -9,7 +9,7 @@ import pytest
 
 from sourcery._core.errors import StoreError, StoreUnavailable
 from sourcery._core.records import CommitBatch
-from sourcery._engine.groupcommit import GroupCommitter
+from sourcery._stores.groupcommit import GroupCommitter
 
 
 async def test_concurrent_batches_share_one_flush() -> None:
