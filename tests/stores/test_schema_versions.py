@@ -16,7 +16,7 @@ from sourcery._core.clock import VectorClock
 from sourcery._core.errors import SchemaVersionError
 from sourcery._core.ids import id_to_bytes, new_id
 from sourcery._core.records import ActorRef, EventRecord
-from sourcery._stores import open_store
+from sourcery._stores import open_store, stored_version
 from sourcery._stores import postgres as pg
 from sourcery._stores import sqlite as lite
 from sourcery._stores.sql.schema import SCHEMA_VERSION, statements
@@ -59,6 +59,49 @@ async def test_an_old_sqlite_file_opens_and_upgrades(tmp_path: Path, version: in
         assert len(await store.identity()) == 32
     finally:
         await store.aclose()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_looking_at_an_old_sqlite_file_changes_nothing(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.db"
+    old_sqlite(path, version)
+    before = path.read_bytes()
+    assert await stored_version(f"sqlite:///{path}") == version  # 1 and 2 kept their numbers
+    assert path.read_bytes() == before
+    assert not (tmp_path / "old.db-wal").exists()
+
+
+async def test_no_sqlite_store_has_no_version(tmp_path: Path) -> None:
+    assert await stored_version(f"sqlite:///{tmp_path / 'absent.db'}") is None
+    assert not (tmp_path / "absent.db").exists()
+    assert await stored_version("sqlite://:memory:") is None
+    with closing(sqlite3.connect(tmp_path / "empty.db")) as con:
+        con.execute("CREATE TABLE other (x)")
+    assert await stored_version(f"sqlite:///{tmp_path / 'empty.db'}") == 0
+
+
+async def test_a_newer_sqlite_file_is_refused_by_a_look(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    old_sqlite(path, SCHEMA_VERSION)
+    with closing(sqlite3.connect(path)) as con:
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaVersionError):
+        await stored_version(f"sqlite:///{path}")
+
+
+@needs_postgres
+async def test_a_postgres_schema_is_looked_at_without_being_created() -> None:
+    schema = f"{TEST_SCHEMA_PREFIX}{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES}?schema={schema}"
+    assert await stored_version(url) is None
+    con = await asyncpg.connect(POSTGRES)
+    try:
+        found = await con.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema)
+    finally:
+        await con.close()
+    assert found == 0
+    await (await open_store(url)).aclose()
+    assert await stored_version(url) == SCHEMA_VERSION
 
 
 @needs_postgres

@@ -33,7 +33,7 @@ from sourcery._core.records import ActorRef, EventRecord, MessageRecord
 from sourcery._io import driver_errors
 from sourcery._stores.sql.dialect import Mode, Plan, Positions, Query, WriterKey
 from sourcery._stores.sql.rows import EVENT_COLUMNS, encode_dots
-from sourcery._stores.sql.schema import SCHEMA_VERSION, Table
+from sourcery._stores.sql.schema import SCHEMA_VERSION, Table, checked_version
 from sourcery._stores.sql.store import SqlStore
 from sourcery._stores.sql.writes import migrate
 
@@ -296,6 +296,21 @@ class PostgresStore(SqlStore):
             await store.aclose()
             raise
         return store
+
+    @classmethod
+    async def stored_version(cls, url: str) -> int | None:
+        settings = parse_postgres_url(url)
+        errors = driver_errors.postgres()
+        with errors.translated(f"cannot connect to {redact(url)}"):
+            con = await asyncpg.connect(settings.dsn)
+            try:
+                table = f'"{settings.schema}".sourcery_schema'
+                if await con.fetchval("SELECT to_regclass($1)", table) is None:
+                    return None
+                recorded = await con.fetchval(f"SELECT max(version) FROM {table}")
+            finally:
+                await con.close()
+        return checked_version(DIALECT, recorded or 0, f"{redact(url)} schema {settings.schema}")
 
     async def _connect(self) -> None:
         with self._errors.translated(f"cannot connect to {self.url}"):

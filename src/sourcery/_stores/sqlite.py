@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -159,6 +161,17 @@ def _execute(con: sqlite3.Connection, query: Query) -> Any:
     return cursor.rowcount if mode is Mode.COUNT else None
 
 
+def _read_version(path: str) -> int:
+    """The file's schema version, opened read-only: looking must not create or change it."""
+    with driver_errors.sqlite().translated(f"cannot read {path}"):
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            recorded: int = con.execute(DIALECT.version_query).fetchone()[0]
+        finally:
+            con.close()
+    return checked_version(DIALECT, recorded, path)
+
+
 class SqliteStore(SqlStore):
     """A :class:`~sourcery._stores.base.Store` on one SQLite database."""
 
@@ -188,6 +201,13 @@ class SqliteStore(SqlStore):
             await store.aclose()
             raise
         return store
+
+    @classmethod
+    async def stored_version(cls, url: str) -> int | None:
+        settings = parse_sqlite_url(url)
+        if settings.memory or not os.path.exists(settings.path):
+            return None
+        return await asyncio.to_thread(_read_version, settings.path)
 
     # -- threads and connections ---------------------------------------------------------
 

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import sqlite3
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +21,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from sourcery._core.config import parse_sqlite_url, redact
-from sourcery._core.errors import ConfigurationError, StoreError
+from sourcery._core.errors import ConfigurationError
+from sourcery._stores import stored_version
 
 __all__ = [
     "as_url",
@@ -36,7 +36,6 @@ __all__ = [
     "run",
     "seconds",
     "setup_logging",
-    "sqlite_version",
     "stop_signals",
 ]
 
@@ -156,22 +155,6 @@ def _sqlite_path(url: str) -> Path | None:
     return None if settings.memory else Path(settings.path)
 
 
-def sqlite_version(url: str) -> int | None:
-    """The schema version of an existing sqlite store, read without writing; None if absent."""
-    path = _sqlite_path(url)
-    if path is None or not path.exists():
-        return None
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            version: int = con.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
-    return version
-
-
 def existing_store(text: str) -> str:
     """The URL of a store that must exist already: inspecting never creates one."""
     (url,) = existing_stores(text)
@@ -186,6 +169,6 @@ def existing_stores(*texts: str) -> list[str]:
         if path is not None and not path.is_file():
             raise ConfigurationError(f"no such store file: {path}")
     for url, path in zip(urls, paths, strict=True):
-        if path is not None and sqlite_version(url) == 0:
+        if path is not None and run(stored_version(url)) == 0:
             raise ConfigurationError(f"{path} is not a sourcery store (schema version 0)")
     return urls

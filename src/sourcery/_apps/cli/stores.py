@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.markup import escape
@@ -26,13 +25,12 @@ from sourcery._apps.cli.common import (
     one_line,
     run,
     seconds,
-    sqlite_version,
     stop_signals,
 )
 from sourcery._core.config import redact, store_url
 from sourcery._core.errors import ConfigurationError, StoreError
 from sourcery._engine.replication import SyncReport, pull, sync
-from sourcery._stores import Store, open_store
+from sourcery._stores import Store, open_store, stored_version
 
 __all__ = ["add_parsers"]
 
@@ -162,11 +160,9 @@ async def _copy(source: Store, destination: Store, stop: asyncio.Event) -> int:
 
 def _migrate(args: argparse.Namespace, out: Console, err: Console) -> int:
     url = as_url(store_url(args.store))
-    before = sqlite_version(url)
+    before = run(stored_version(url))
     after = run(_migrated(url))
-    if urlsplit(url).scheme != "sqlite":
-        note = "ready"
-    elif before is None:
+    if before is None:
         note = "created"
     elif before == after:
         note = "up to date"
