@@ -12,7 +12,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sourcery._core.errors import (
     BrokerError,
@@ -22,7 +22,7 @@ from sourcery._core.errors import (
     StoreUnavailable,
 )
 
-__all__ = ["DriverErrors", "amqp", "describe", "postgres", "redis", "sqlite"]
+__all__ = ["DriverErrors", "amqp", "amqp_channel", "describe", "postgres", "redis", "sqlite"]
 
 Errors = tuple[type[BaseException], ...]
 
@@ -117,13 +117,15 @@ def _sqlite_transient(exc: BaseException) -> bool:
 
 @functools.cache
 def amqp() -> DriverErrors:
+    """RabbitMQ (aiormq, under aio-pika): ``lost`` is a connection that went or broke, or
+    a channel used after it closed; a channel the broker closes because it refused a request
+    is ``failed``. For work on one channel, see :func:`amqp_channel`."""
     import aiormq
 
     return DriverErrors(
         lost=(
             aiormq.exceptions.AMQPConnectionError,
             aiormq.exceptions.ChannelInvalidStateError,
-            aiormq.exceptions.ChannelClosed,
             ConnectionError,
             OSError,
             asyncio.TimeoutError,
@@ -132,6 +134,17 @@ def amqp() -> DriverErrors:
         unavailable=BrokerUnavailable,
         error=BrokerError,
     )
+
+
+@functools.cache
+def amqp_channel() -> DriverErrors:
+    """As :func:`amqp`, for work on one channel: there a channel the broker closed (whatever
+    the reason: a refusal, a queue deleted under its consumer) is also ``lost``: that channel
+    is gone, and a new one (the robust connection restores it) may do better."""
+    import aiormq
+
+    errors = amqp()
+    return replace(errors, lost=(*errors.lost, aiormq.exceptions.ChannelClosed))
 
 
 @functools.cache

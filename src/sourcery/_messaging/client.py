@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator
-from typing import Any
 
 from sourcery._core.config import broker_url
 from sourcery._core.errors import (
@@ -23,7 +21,9 @@ from sourcery._core.errors import (
 )
 from sourcery._core.ids import format_id, new_id
 from sourcery._core.records import ActorRef
+from sourcery._io.opening import Opening
 from sourcery._messaging.queues import CommandQueue, open_queue
+from sourcery._messaging.queues.base import cancelled_by_close
 from sourcery._messaging.wire import DEFAULT_MAX_MESSAGE, Reply, decode_reply, encode_command
 
 __all__ = ["Client", "new_message_id"]
@@ -57,11 +57,19 @@ class Client:
         self._closed = False
 
     @classmethod
-    def open(cls, broker: str | None = None, *, max_message: int = DEFAULT_MAX_MESSAGE) -> _Opening:
+    def open(
+        cls, broker: str | None = None, *, max_message: int = DEFAULT_MAX_MESSAGE
+    ) -> Opening[Client]:
+        """Open the command queue ``broker`` (default: ``SOURCERY_BROKER``) for a client
+        that owns it: ``await`` it, or use it with ``async with``."""
         url = broker_url(broker)
         if url is None:
             raise ConfigurationError("a client needs a broker URL: broker=... or SOURCERY_BROKER")
-        return _Opening(cls, url, max_message)
+
+        async def opened() -> Client:
+            return cls(await open_queue(url), max_message=max_message, owns=True)
+
+        return Opening(opened)
 
     async def __aenter__(self) -> Client:
         return self
@@ -126,10 +134,7 @@ class Client:
                 "it is queued and may still be applied"
             ) from None
         except asyncio.CancelledError:
-            # Closing the connection cancels what the broker client had under way (a
-            # consume, a publish) without anyone cancelling this task: that is a close.
-            task = asyncio.current_task()
-            if self._closed and (task is None or not task.cancelling()):
+            if cancelled_by_close(self._closed):
                 raise ClosedError("the client was closed while sending") from None
             raise
         except Exception as exc:
@@ -176,28 +181,3 @@ class Client:
         for future in futures:
             if not future.done():
                 future.set_result(reply)
-
-
-class _Opening:
-    """What ``Client.open`` returns: await it, or use it with ``async with``."""
-
-    def __init__(self, cls: type[Client], url: str, max_message: int) -> None:
-        self._cls = cls
-        self._url = url
-        self._max_message = max_message
-        self._client: Client | None = None
-
-    async def _open(self) -> Client:
-        queue = await open_queue(self._url)
-        return self._cls(queue, max_message=self._max_message, owns=True)
-
-    def __await__(self) -> Generator[Any, None, Client]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> Client:
-        self._client = await self._open()
-        return self._client
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.aclose()

@@ -29,9 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sourcery._core.actor import ActorType, Outcome
 from sourcery._core.config import broker_url
@@ -45,16 +45,16 @@ from sourcery._core.errors import (
 )
 from sourcery._core.records import ActorRef
 from sourcery._engine.runtime import Runtime
+from sourcery._io.opening import Opening
 from sourcery._messaging.publishing import Publisher
 from sourcery._messaging.queues import CommandQueue, Delivery, open_queue
+from sourcery._messaging.settling import ABANDONED, RETRY, Settlement, Verdict
 from sourcery._messaging.topics import EventBus, open_bus
 from sourcery._messaging.wire import (
     DEFAULT_MAX_MESSAGE,
     CommandDecoder,
     CommandEnvelope,
-    Reply,
     Status,
-    encode_reply,
 )
 
 __all__ = ["Worker", "WorkerStats"]
@@ -119,6 +119,7 @@ class Worker:
         self._closed = False
         self._failures: dict[str, int] = {}
         """Failures so far of the commands that failed and were not settled since."""
+        self._settlement = Settlement(queue, self.stats, self._failures)
 
     @classmethod
     def open(
@@ -131,10 +132,11 @@ class Worker:
         writer: str | None = None,
         events: str | None = None,
         max_message: int = DEFAULT_MAX_MESSAGE,
-    ) -> _Opening:
+    ) -> Opening[Worker]:
         """Open the store (``SOURCERY_STORE``), the cache (``SOURCERY_CACHE``, optional) and
         the command queue (``SOURCERY_BROKER``) for the actor types ``app``; with
-        ``events`` (an event bus URL), also publish every committed event there."""
+        ``events`` (an event bus URL), also publish every committed event there. ``await``
+        the result, or use it with ``async with``."""
         types = [app] if isinstance(app, ActorType) else list(app)
         url = broker_url(broker)
         if url is None:
@@ -142,7 +144,23 @@ class Worker:
         options: dict[str, Any] = {"cache": cache}
         if writer is not None:
             options["writer"] = writer
-        return _Opening(cls, types, store, url, options, max_message, events)
+
+        async def opened() -> Worker:
+            async with contextlib.AsyncExitStack() as stack:
+                runtime = await Runtime.open(store, types, **options)
+                stack.push_async_callback(runtime.aclose)
+                queue = await open_queue(url)
+                stack.push_async_callback(queue.aclose)
+                bus = None
+                if events:
+                    bus = await open_bus(events)
+                    stack.push_async_callback(bus.aclose)
+                worker = cls(runtime, queue, types, max_message=max_message, bus=bus, owns=True)
+                stack.pop_all()
+                return worker
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return Opening(opened)
 
     async def __aenter__(self) -> Worker:
         return self
@@ -222,58 +240,30 @@ class Worker:
                     delivery.message_id or "(no id)",
                 )
                 self.stats.retried += 1
-                verdict = _RETRY
-            await self._settle(delivery, verdict)
+                verdict = RETRY
+            await self._settlement.settle(delivery, verdict)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _process(self, delivery: Delivery) -> _Verdict:
+    async def _process(self, delivery: Delivery) -> Verdict:
         """Run the command; say how to settle the delivery (nothing is settled here)."""
         decoder = self.decoder
         try:
             envelope = decoder.envelope(delivery.body)
         except SourceryError as exc:
-            return _Verdict("dead", delivery.message_id, None, "failed", exc=exc, failures=1)
+            return Verdict("dead", delivery.message_id, None, "failed", exc=exc, failures=1)
         message_id = envelope.message_id
         try:
             actor, command = decoder.command(envelope)
         except SourceryError as exc:
-            return _Verdict("dead", message_id, _actor_of(envelope), "failed", exc=exc, failures=1)
+            return Verdict("dead", message_id, _actor_of(envelope), "failed", exc=exc, failures=1)
         # No wait before this call: it takes the actor's place in line in arrival order.
         try:
             outcome = await self._send(actor, command, message_id, delivery)
-        except Abandoned:
-            # Its channel is gone, so the queue has it back and may already have handed it
-            # (and the actor's later commands) to another worker: running it here too would
-            # put two writers on the actor. Nothing was written; nothing can be settled.
-            log.info("command %s to %s dropped: its delivery was taken back", message_id, actor)
-            self.stats.abandoned += 1
-            return _ABANDONED
-        except Rejected as exc:
-            self._failures.pop(message_id, None)
-            self.stats.rejected += 1
-            return _Verdict("ack", message_id, actor, "rejected", exc=exc)
-        except (StoreUnavailable, ClosedError):
-            # Stopping while the store is away, or closed under us: the next worker will.
-            # Not the command's fault, so not counted against it.
-            self.stats.retried += 1
-            return _RETRY
         except Exception as exc:
-            failures = self._failed(message_id)
-            if failures >= self.queue.attempts:
-                return _Verdict("dead", message_id, actor, "failed", exc=exc, failures=failures)
-            log.info(
-                "command %s to %s failed (%d of %d), retrying: %r",
-                message_id,
-                actor,
-                failures,
-                self.queue.attempts,
-                exc,
-            )
-            self.stats.retried += 1
-            return _RETRY
+            return self._failure(message_id, actor, exc)
         if self._failures:
             self._failures.pop(message_id, None)
         if outcome.duplicate:
@@ -284,7 +274,39 @@ class Worker:
             status = "ok"
             if self.publisher is not None and outcome.events:
                 self.publisher.wake()
-        return _Verdict("ack", message_id, actor, status, outcome=outcome)
+        return Verdict("ack", message_id, actor, status, outcome=outcome)
+
+    def _failure(self, message_id: str, actor: ActorRef, exc: Exception) -> Verdict:
+        """How to settle a command whose run raised ``exc``."""
+        if isinstance(exc, Abandoned):
+            # Its channel is gone, so the queue has it back and may already have handed it
+            # (and the actor's later commands) to another worker: running it here too would
+            # put two writers on the actor. Nothing was written; nothing can be settled.
+            log.info("command %s to %s dropped: its delivery was taken back", message_id, actor)
+            self.stats.abandoned += 1
+            return ABANDONED
+        if isinstance(exc, Rejected):
+            self._failures.pop(message_id, None)
+            self.stats.rejected += 1
+            return Verdict("ack", message_id, actor, "rejected", exc=exc)
+        if isinstance(exc, StoreUnavailable | ClosedError):
+            # Stopping while the store is away, or closed under us: the next worker will.
+            # Not the command's fault, so not counted against it.
+            self.stats.retried += 1
+            return RETRY
+        failures = self._failed(message_id)
+        if failures >= self.queue.attempts:
+            return Verdict("dead", message_id, actor, "failed", exc=exc, failures=failures)
+        log.info(
+            "command %s to %s failed (%d of %d), retrying: %r",
+            message_id,
+            actor,
+            failures,
+            self.queue.attempts,
+            exc,
+        )
+        self.stats.retried += 1
+        return RETRY
 
     async def _send(
         self, actor: ActorRef, command: object, message_id: str, delivery: Delivery
@@ -320,101 +342,6 @@ class Worker:
             del self._failures[next(iter(self._failures))]
         return failures
 
-    async def _settle(self, delivery: Delivery, verdict: _Verdict) -> None:
-        """Settle ``delivery`` exactly once as ``verdict`` says, and reply.
-
-        Nothing after a settle can cause a second one: a failing reply is only logged, and
-        so is a failing settle (a delivery whose channel is gone comes back by itself).
-        """
-        try:
-            if verdict.settle == "none":
-                return
-            if verdict.settle == "ack":
-                await self._reply(delivery, verdict)  # first: the sender hears at once
-                await delivery.ack()
-            elif verdict.settle == "retry":
-                await delivery.retry()
-            elif await self._dead(delivery, verdict):
-                await self._reply(delivery, verdict)  # after: the dead letter is there
-        except Exception:
-            log.exception(
-                "could not settle command %s (%s)",
-                verdict.message_id or delivery.message_id or "(no id)",
-                verdict.settle,
-            )
-
-    async def _dead(self, delivery: Delivery, verdict: _Verdict) -> bool:
-        """Dead-letter it; if the dead letter cannot be written, retry it instead (its
-        failures stay counted, so it goes to the dead letters on its next failure)."""
-        exc = verdict.exc
-        error_type, error = type(exc).__name__, str(exc) or repr(exc)
-        message_id = verdict.message_id or "(no id)"
-        log.warning(
-            "command %s to %s goes to the dead letters after %d failure(s): %s: %s",
-            message_id,
-            verdict.actor or "(unknown actor)",
-            verdict.failures,
-            error_type,
-            error,
-        )
-        try:
-            await delivery.dead(error_type, error, attempts=verdict.failures)
-        except Exception:
-            log.exception(
-                "could not dead-letter command %s; it will be delivered again", message_id
-            )
-            self.stats.retried += 1
-            await delivery.retry()
-            return False
-        self._failures.pop(verdict.message_id, None)
-        self.stats.dead += 1
-        return True
-
-    async def _reply(self, delivery: Delivery, verdict: _Verdict) -> None:
-        """Answer the sender, if it waits; a reply that cannot be sent is only logged (the
-        sender times out, as for any lost reply)."""
-        reply_to, message_id, actor, exc = (
-            delivery.reply_to,
-            verdict.message_id,
-            verdict.actor,
-            verdict.exc,
-        )
-        if not reply_to or not message_id or verdict.status is None:
-            return
-        outcome = verdict.outcome
-        try:
-            reply = Reply(
-                message_id=message_id,
-                actor_type=actor.type if actor else "",
-                actor_id=actor.id if actor else "",
-                status=verdict.status,
-                events=tuple(e.type for e in outcome.events) if outcome else (),
-                error_type=type(exc).__name__ if exc else "",
-                error=(str(exc) or repr(exc)) if exc else "",
-            )
-            await self.queue.reply(reply_to, encode_reply(reply), correlation_id=message_id)
-        except Exception:
-            log.exception("could not reply to command %s", message_id)
-
-
-@dataclass(slots=True)
-class _Verdict:
-    """How to settle a delivery, and what to reply."""
-
-    settle: Literal["ack", "retry", "dead", "none"]
-    message_id: str = ""
-    actor: ActorRef | None = None
-    status: Status | None = None
-    """The reply's status; None: no reply."""
-    exc: BaseException | None = None
-    outcome: Outcome[Any, Any] | None = None
-    failures: int = 0
-    """The command's failures so far (for a dead letter)."""
-
-
-_RETRY = _Verdict("retry")
-_ABANDONED = _Verdict("none")
-
 
 def _actor_of(envelope: CommandEnvelope) -> ActorRef | None:
     try:
@@ -422,54 +349,3 @@ def _actor_of(envelope: CommandEnvelope) -> ActorRef | None:
     except SourceryError:
         return None
     return actor
-
-
-class _Opening:
-    """What ``Worker.open`` returns: await it, or use it with ``async with``."""
-
-    def __init__(
-        self,
-        cls: type[Worker],
-        types: list[ActorType[Any, Any, Any]],
-        store: str | None,
-        broker: str,
-        options: dict[str, Any],
-        max_message: int,
-        events: str | None,
-    ) -> None:
-        self._cls = cls
-        self._events = events
-        self._types = types
-        self._store = store
-        self._broker = broker
-        self._options = options
-        self._max_message = max_message
-        self._worker: Worker | None = None
-
-    async def _open(self) -> Worker:
-        async with contextlib.AsyncExitStack() as stack:
-            runtime = await Runtime.open(self._store, self._types, **self._options)
-            stack.push_async_callback(runtime.aclose)
-            queue = await open_queue(self._broker)
-            stack.push_async_callback(queue.aclose)
-            bus = None
-            if self._events:
-                bus = await open_bus(self._events)
-                stack.push_async_callback(bus.aclose)
-            worker = self._cls(
-                runtime, queue, self._types, max_message=self._max_message, bus=bus, owns=True
-            )
-            stack.pop_all()
-            return worker
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def __await__(self) -> Generator[Any, None, Worker]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> Worker:
-        self._worker = await self._open()
-        return self._worker
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._worker is not None:
-            await self._worker.aclose()

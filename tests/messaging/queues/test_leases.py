@@ -18,7 +18,7 @@ from sourcery._core.config import parse_amqp_url
 from sourcery._core.records import ActorRef
 from sourcery._messaging.queues import Delivery
 from sourcery._messaging.queues.amqp import AmqpQueue
-from sourcery._messaging.queues.leases import LeasedConsumer, shares
+from sourcery._messaging.queues.amqp.leases import LeasedConsumer, shares
 
 if TYPE_CHECKING:
     from private_broker import PrivateBroker

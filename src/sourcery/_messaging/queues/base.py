@@ -10,6 +10,7 @@ id makes that second delivery harmless.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ __all__ = [
     "Consumer",
     "DeadLetter",
     "Delivery",
+    "cancelled_by_close",
     "queue_index",
     "routing_key",
 ]
@@ -36,6 +38,14 @@ ACTOR_HEADER = "x-sourcery-actor"
 DELIVERY_LIMIT_ERROR = "DeliveryLimit"
 """The error type of a command the queue itself gave up on, after many more deliveries
 than ``attempts`` (workers that died on it, again and again)."""
+
+
+def cancelled_by_close(closed: bool) -> bool:
+    """Whether the CancelledError being handled is a close's doing: closing the connection
+    cancels what the broker client had under way (a consume, a publish) without anyone
+    cancelling this task."""
+    task = asyncio.current_task()
+    return closed and (task is None or not task.cancelling())
 
 
 def routing_key(actor: ActorRef) -> str:

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Self
 
 import aio_pika
-import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -41,6 +40,7 @@ from sourcery._core.errors import (
     DecodingError,
 )
 from sourcery._core.records import Cursor, EventRecord
+from sourcery._io.driver_errors import amqp
 from sourcery._messaging.topics.base import (
     Delivery,
     check_queue_name,
@@ -53,25 +53,6 @@ from sourcery._messaging.topics.patterns import check_pattern
 __all__ = ["AmqpBus"]
 
 log = logging.getLogger(__name__)
-
-_LOST = (
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-)
-
-
-@contextmanager
-def _translated(what: str, url: str) -> Iterator[None]:
-    """aio-pika's errors become the library's own, with the cause chained."""
-    try:
-        yield
-    except _LOST as exc:
-        raise BrokerUnavailable(f"{what} on {url} failed: {exc!r}") from exc
-    except aiormq.exceptions.AMQPError as exc:
-        raise BrokerError(f"{what} on {url} failed: {exc!r}") from exc
 
 
 class AmqpBus:
@@ -119,6 +100,10 @@ class AmqpBus:
             except Exception as exc:  # closing a dead connection: nothing left to release
                 log.debug("closing the AMQP connection failed: %r", exc)
 
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        """aio-pika's errors become the library's own, with the cause chained."""
+        return amqp().translated(f"{what} on {self.url} failed")
+
     async def _connect(self) -> AbstractConnection:
         """The bus's connection, made again if it was lost. Callers hold ``_lock``."""
         if self._closed:
@@ -126,13 +111,13 @@ class AmqpBus:
         connection = self._connection
         if connection is None or connection.is_closed:
             self._channel = self._exchange = None
-            with _translated("connecting", self.url):
+            with self._translated("connecting"):
                 connection = await aio_pika.connect(self.settings.url)
             self._connection = connection
         return connection
 
     async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
-        with _translated("declaring the events exchange", self.url):
+        with self._translated("declaring the events exchange"):
             return await channel.declare_exchange(
                 self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
@@ -141,7 +126,7 @@ class AmqpBus:
         async with self._lock:
             connection = await self._connect()
             if self._exchange is None or self._channel is None or self._channel.is_closed:
-                with _translated("opening a channel", self.url):
+                with self._translated("opening a channel"):
                     self._channel = await connection.channel(publisher_confirms=True)
                 self._exchange = await self._declare(self._channel)
             return self._exchange
@@ -169,7 +154,7 @@ class AmqpBus:
             for position, record in events
         ]
         exchange = await self._publishing()
-        with _translated("publishing events", self.url):
+        with self._translated("publishing events"):
             # Confirms come back asynchronously; waiting for them all at once keeps the
             # round trips off the critical path. Unroutable (no subscriber) is fine.
             await asyncio.gather(
@@ -187,7 +172,7 @@ class AmqpBus:
         return _AmqpSubscription(self, checked, queue)
 
 
-_LOST_SENTINEL: Any = object()
+_CLOSED: Any = object()
 
 
 class _AmqpSubscription:
@@ -215,7 +200,7 @@ class _AmqpSubscription:
         async with bus._lock:
             connection = await bus._connect()
         try:
-            with _translated("subscribing", bus.url):
+            with bus._translated("subscribing"):
                 channel = await connection.channel(publisher_confirms=False)
                 self._channel = channel
                 channel.close_callbacks.add(self._on_close)
@@ -253,7 +238,7 @@ class _AmqpSubscription:
         self._inbox.put_nowait(message)
 
     def _on_close(self, _channel: object, exc: BaseException | None = None) -> None:
-        self._inbox.put_nowait(_LOST_SENTINEL)
+        self._inbox.put_nowait(_CLOSED)
 
     async def aclose(self) -> None:
         """Stop consuming; unacknowledged messages go back to the queue."""
@@ -262,7 +247,7 @@ class _AmqpSubscription:
         self._closed = True
         self._bus._subscriptions.discard(self)
         channel, self._channel = self._channel, None
-        self._inbox.put_nowait(_LOST_SENTINEL)
+        self._inbox.put_nowait(_CLOSED)
         if channel is not None and not channel.is_closed:
             try:
                 await channel.close()
@@ -277,13 +262,13 @@ class _AmqpSubscription:
             raise BrokerError("use the subscription with 'async with' first")
         unacked, self._unacked = self._unacked, None
         if unacked is not None and not self._closed:
-            with _translated("acknowledging an event", self._bus.url):
+            with self._bus._translated("acknowledging an event"):
                 await unacked.ack()
         while True:
             message = await self._inbox.get()
-            if message is _LOST_SENTINEL:
+            if message is _CLOSED:
                 if self._closed:
-                    self._inbox.put_nowait(_LOST_SENTINEL)
+                    self._inbox.put_nowait(_CLOSED)
                     raise ClosedError("the subscription is closed")
                 self._closed = True
                 raise BrokerUnavailable(f"the subscription's channel on {self._bus.url} closed")
@@ -296,7 +281,7 @@ class _AmqpSubscription:
                     self._bus.settings.events_exchange,
                     exc,
                 )
-                with _translated("rejecting a message", self._bus.url):
+                with self._bus._translated("rejecting a message"):
                     await message.reject(requeue=False)
                 continue
             self._unacked = message
