@@ -14,7 +14,7 @@ from test_readme import README, python_blocks
 USES = """
 from typing import assert_type
 
-from sourcery import Outcome
+from sourcery import Client, Outcome
 
 
 async def typed_use() -> None:
@@ -25,14 +25,20 @@ async def typed_use() -> None:
         assert_type(outcome, Outcome[Account, Deposited | Withdrew])
         assert_type(outcome.state, Account)
         assert_type(outcome.events[0].payload, Deposited | Withdrew)
+    async with Client.open("memory://") as client:
+        assert_type(await client.send(accounts("typed"), Withdraw(1)), str)
 """
 
 MISUSE = """
+from sourcery import Client
+
 
 async def misuse() -> None:
     async with Runtime.open("sqlite://:memory:", [accounts]) as rt:
         state: int = await rt.state(accounts("x"))
         await rt.send(accounts("x"), Deposited(5))
+    async with Client.open("memory://") as client:
+        await client.send(accounts("x"), Deposited(5))
 """
 
 
@@ -65,7 +71,8 @@ def test_a_wrong_state_type_is_reported(tmp_path: Path, cache_dir: Path) -> None
     output, status = check(path, cache_dir)
     assert status == 1
     errors = [line for line in output.splitlines() if ": error:" in line]
-    assert len(errors) == 2, output
+    assert len(errors) == 3, output
     assert 'type "ActorRef[Account, Deposit | Withdraw, Deposited | Withdrew]"' in errors[0]
     assert 'expected "ActorRef[int, Any, Any]"' in errors[0]
     assert '"send" of "Runtime"' in errors[1]
+    assert '"send" of "Client"' in errors[2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, TypeVar
 
 from sourcery._core.config import broker_url
 from sourcery._core.errors import (
@@ -27,6 +28,8 @@ from sourcery._messaging.queues.base import cancelled_by_close
 from sourcery._messaging.wire import DEFAULT_MAX_MESSAGE, Reply, decode_reply, encode_command
 
 __all__ = ["Client", "new_message_id"]
+
+C = TypeVar("C")
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,9 @@ class Client:
         if self._owns:
             await self.queue.aclose()
 
-    async def send(self, actor: ActorRef, command: object, *, message_id: str | None = None) -> str:
+    async def send(
+        self, actor: ActorRef[Any, C, Any], command: C, *, message_id: str | None = None
+    ) -> str:
         """Queue ``command`` for ``actor``; return its message id once the queue holds it.
 
         Sending again with the same ``message_id`` is harmless: a worker applies it once.
@@ -105,8 +110,8 @@ class Client:
 
     async def request(
         self,
-        actor: ActorRef,
-        command: object,
+        actor: ActorRef[Any, C, Any],
+        command: C,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         message_id: str | None = None,
