@@ -43,6 +43,7 @@ class Cell:
         "since",
         "since_count",
         "state",
+        "tenure",
         "users",
     )
 
@@ -66,6 +67,8 @@ class Cell:
         self.own = 0
         self.pending: asyncio.Future[None] | None = None
         """A write whose waiter was cancelled: settle it before touching the actor again."""
+        self.tenure: object = None
+        """Where its last command came from (see ``Runtime.send``'s ``tenure``)."""
 
     def current_clock(self, writer: str) -> VectorClock:
         if self.own > self.clock.get(writer):

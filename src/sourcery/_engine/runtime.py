@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from sourcery._caches import Cache, CacheEntry, open_cache
@@ -25,6 +25,7 @@ from sourcery._core.errors import (
     ConfigurationError,
     DecodingError,
     HandlerError,
+    StoreUnavailable,
     UnknownActorType,
     UnknownCommand,
 )
@@ -38,9 +39,13 @@ from sourcery._engine.writebehind import WriteBehind
 from sourcery._io.opening import Opening
 from sourcery._stores import Store, open_store
 
-__all__ = ["DEFAULT_MAX_ACTORS", "Runtime"]
+__all__ = ["DEFAULT_MAX_ACTORS", "Runtime", "WaitOut"]
 
 DEFAULT_MAX_ACTORS = 10_000
+
+WaitOut = Callable[[StoreUnavailable, int], Awaitable[None]]
+"""``wait_out(error, attempt)``: called with the actor's turn held when the store could not
+be reached on the ``attempt``-th try; it returns (after a pause) to try again, or raises."""
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -169,6 +174,8 @@ class Runtime:
         *,
         message_id: str | None = None,
         valid: Callable[[], bool] | None = None,
+        wait_out: WaitOut | None = None,
+        tenure: object = None,
     ) -> Outcome[S, E]:
         """Decide ``command`` on ``actor``; return once its events are durable.
 
@@ -178,6 +185,18 @@ class Runtime:
         nothing. ``valid`` is asked when the actor's turn comes and again just before the
         write; if it says no, :class:`Abandoned` is raised and nothing is written (a worker
         uses it to drop a delivery the broker has already given to another worker).
+
+        ``wait_out`` (see :data:`WaitOut`) waits out an unreachable store *inside* the
+        actor's turn: the command is tried again from the start (the actor reloaded, the
+        message id looked up again, ``valid`` asked again) before any later command of the
+        actor may run, so an outage never lets a later command pass it. Without it,
+        :class:`StoreUnavailable` is raised at once.
+
+        ``tenure`` names where the command came from (a worker's turn as the consumer of a
+        queue): when it differs from the actor's previous command's, the actor is reloaded
+        from the store first, since another writer may have written it in between (a queue
+        that went to another worker and came back); deciding on the state held in memory
+        would put the new command before those writes.
         """
         kind = self._kind(actor)
         if type(command) not in kind.commands:
@@ -190,7 +209,20 @@ class Runtime:
             cell = self._cells.use(actor, kind)
             try:
                 async with cell.lock:
-                    return await self._process(cell, command, message_id, valid)
+                    if tenure is not None and tenure is not cell.tenure:
+                        cell.loaded = False
+                        cell.tenure = tenure
+                    attempt = 0
+                    while True:
+                        try:
+                            return await self._process(cell, command, message_id, valid)
+                        except StoreUnavailable as exc:
+                            # Whatever was read or written may be stale: start afresh.
+                            cell.loaded = False
+                            if wait_out is None:
+                                raise
+                            attempt += 1
+                            await wait_out(exc, attempt)
             finally:
                 self._cells.release(cell)
 

@@ -85,6 +85,7 @@ def postgres() -> DriverErrors:
             asyncpg.exceptions.InterfaceError,
             asyncpg.exceptions.PostgresConnectionError,
             asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.CrashShutdownError,  # another backend crashed: all restart
             asyncpg.exceptions.CannotConnectNowError,
         ),
         failed=(asyncpg.exceptions.PostgresError,),

@@ -17,8 +17,16 @@ What happens to a command:
   ``attempts`` times, then to the dead letters with the error, reply ``failed``. The
   worker counts the failures itself: a command also comes back when a worker died or a
   connection dropped under it, which must not count against it;
-- the store is unreachable: retried in place, with a growing pause, until it is back (an
-  outage is not the command's fault and must not fill the dead letters).
+- the store is unreachable (or the connection to it was lost): retried in place, with a
+  growing pause, until it is back (an outage is not the command's fault and must not fill
+  the dead letters). It is retried *within the actor's turn* (``Runtime.send``'s
+  ``wait_out``), so the actor's later commands, already waiting for their turn, cannot
+  pass it. A worker that stops during an outage gives the command back, and with it
+  every later command of that actor it holds, in order (none of them runs here).
+
+Order: one actor's commands are applied in the order the queue delivered them. Only a
+command's own failure (decide or evolve raised, a store error that is not an outage) may
+let the actor's later commands pass it: it goes back to the queue, behind them.
 
 Each delivery is settled exactly once (ack, retry or dead), after the command ran; a reply
 that cannot be sent is logged and changes nothing.
@@ -119,6 +127,9 @@ class Worker:
         self._closed = False
         self._failures: dict[str, int] = {}
         """Failures so far of the commands that failed and were not settled since."""
+        self._given_back: set[ActorRef] = set()
+        """Actors one of whose commands was given back unrun (the worker stopping while the
+        store is away, or closed): their later commands are given back too, not run."""
         self._settlement = Settlement(queue, self.stats, self._failures)
 
     @classmethod
@@ -263,7 +274,7 @@ class Worker:
         try:
             outcome = await self._send(actor, command, message_id, delivery)
         except Exception as exc:
-            return self._failure(message_id, actor, exc)
+            return self._failure(message_id, actor, exc, delivery)
         if self._failures:
             self._failures.pop(message_id, None)
         if outcome.duplicate:
@@ -276,8 +287,14 @@ class Worker:
                 self.publisher.wake()
         return Verdict("ack", message_id, actor, status, outcome=outcome)
 
-    def _failure(self, message_id: str, actor: ActorRef, exc: Exception) -> Verdict:
+    def _failure(
+        self, message_id: str, actor: ActorRef, exc: Exception, delivery: Delivery
+    ) -> Verdict:
         """How to settle a command whose run raised ``exc``."""
+        if isinstance(exc, Abandoned) and actor in self._given_back and delivery.live:
+            # An earlier command of its actor was given back: this one goes back after it.
+            self.stats.retried += 1
+            return RETRY
         if isinstance(exc, Abandoned):
             # Its channel is gone, so the queue has it back and may already have handed it
             # (and the actor's later commands) to another worker: running it here too would
@@ -291,7 +308,9 @@ class Worker:
             return Verdict("ack", message_id, actor, "rejected", exc=exc)
         if isinstance(exc, StoreUnavailable | ClosedError):
             # Stopping while the store is away, or closed under us: the next worker will.
-            # Not the command's fault, so not counted against it.
+            # Not the command's fault, so not counted against it; the actor's later
+            # commands must not run here before it.
+            self._given_back.add(actor)
             self.stats.retried += 1
             return RETRY
         failures = self._failed(message_id)
@@ -311,21 +330,33 @@ class Worker:
     async def _send(
         self, actor: ActorRef, command: object, message_id: str, delivery: Delivery
     ) -> Outcome[Any, Any]:
-        """``runtime.send``, waiting out an unreachable store unless stopping; the command
-        is dropped (:class:`Abandoned`) if its delivery is taken back before the write."""
-        pause = STORE_RETRY_FIRST
-        while True:
-            try:
-                return await self.runtime.send(
-                    actor, command, message_id=message_id, valid=lambda: delivery.live
-                )
-            except StoreUnavailable as exc:
-                if self._stopping.is_set():
-                    raise
-                log.warning("store unavailable, retrying in %.2f s: %s", pause, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause)
-            pause = min(pause * 2, STORE_RETRY_MAX)
+        """``runtime.send``, waiting out an unreachable store within the actor's turn unless
+        stopping; the command is dropped (:class:`Abandoned`) if its delivery is taken back
+        before the write, or given back after an earlier command of its actor was."""
+        given_back = self._given_back
+
+        def valid() -> bool:
+            return delivery.live and actor not in given_back
+
+        return await self.runtime.send(
+            actor,
+            command,
+            message_id=message_id,
+            valid=valid,
+            wait_out=self._wait_out,
+            # A new turn on the actor's queue: another worker may have written it meanwhile.
+            tenure=getattr(delivery, "tenure", None),
+        )
+
+    async def _wait_out(self, exc: StoreUnavailable, attempt: int) -> None:
+        """Pause before trying a command again on an unreachable store (the actor's turn is
+        held meanwhile); give up (raise ``exc``) once the worker is stopping."""
+        if self._stopping.is_set():
+            raise exc
+        pause = min(STORE_RETRY_FIRST * 2 ** min(attempt - 1, 16), STORE_RETRY_MAX)
+        log.warning("store unavailable, retrying in %.2f s: %s", pause, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), pause)
 
     def _failed(self, message_id: str) -> int:
         """Count one more failure of the command ``message_id``; return its failures.

@@ -187,6 +187,7 @@ class Session:
         queue = await channel.get_queue(self.settings.command_queue(index), ensure=False)
         self.queues[index] = queue
         lost = self.lost
+        tenure = object()  # this turn as the queue's consumer (Runtime.send's ``tenure``)
 
         async def on_message(message: DeliveredMessage) -> None:
             if lost.is_set():
@@ -194,7 +195,7 @@ class Session:
                 # void, and already the next owner's; not started here.
                 return
             incoming = cast(AbstractIncomingMessage, _Incoming(message))
-            await handler(_Tracked(wrap(incoming), self, index))
+            await handler(_Tracked(wrap(incoming), self, index, tenure))
 
         # Straight on aiormq's channel, which hands each delivery over in a task of its
         # own, in arrival order: aio-pika's consume would add a second task and an
@@ -237,10 +238,21 @@ class Session:
 class _Tracked:
     """A delivery counted as unsettled on its queue until it is acked, retried or dead."""
 
-    __slots__ = ("_delivery", "_index", "_session", "attempts", "body", "message_id", "reply_to")
+    __slots__ = (
+        "_delivery",
+        "_index",
+        "_session",
+        "attempts",
+        "body",
+        "message_id",
+        "reply_to",
+        "tenure",
+    )
 
-    def __init__(self, delivery: Delivery, session: Session, index: int) -> None:
+    def __init__(self, delivery: Delivery, session: Session, index: int, tenure: object) -> None:
         self._delivery = delivery
+        self.tenure = tenure
+        """The same object for every delivery of one turn of this consumer on the queue."""
         self._session: Session | None = session
         self._index = index
         self.body = delivery.body
