@@ -236,6 +236,15 @@ class PrivateBroker:
             self.start()
         self.restarts += 1
 
+    def restart_app(self) -> None:
+        """Stop and start RabbitMQ's application inside the running node (``rabbitmqctl
+        stop_app``, ``start_app``): every connection closed, every queue stopped and
+        recovered from disk, the Erlang node itself kept."""
+        self.ctl("stop_app")
+        self.ctl("start_app")
+        self.ctl("await_startup", "--timeout", str(int(BOOT_TIMEOUT)))
+        self.restarts += 1
+
     def close(self) -> None:
         """Stop the node for good and remove its directory."""
         try:
