@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/sourcery demo
 
+# `make test` runs everything and needs the services (a missing one is an error);
+# `make test-fast` leaves out the tests marked slow.
 test: venv
 	bash scripts/ensure-services.sh
-	$(BIN)/pytest
+	SOURCERY_TEST_REQUIRE_SERVICES=1 $(BIN)/pytest
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+
+test-fast: venv
+	bash scripts/ensure-services.sh
+	SOURCERY_TEST_REQUIRE_SERVICES=1 $(BIN)/pytest -m "not slow"
 
 bench: venv
 	$(BIN)/python -m benchmarks

@@ -167,6 +167,7 @@ def eventually(condition: Callable[[], bool], what: str, within: float = 60.0) -
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_worker_started_before_its_broker_waits_for_it(
     tmp_path: Path, private_broker: PrivateBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from services import REDIS, redis_down
 
 from sourcery._caches import CacheEntry, open_cache
 from sourcery._caches.redis import RedisCache, RedisSettings, parse_redis_url
@@ -16,7 +17,7 @@ from sourcery._core.clock import VectorClock
 from sourcery._core.errors import ConfigurationError, DecodingError, StoreUnavailable
 from sourcery._core.records import ActorRef
 
-from .conftest import REDIS, delete_prefixed, fresh_prefix, redis_down
+from .conftest import delete_prefixed, fresh_prefix
 
 A = ActorRef("account", "a-1")
 ENTRY = CacheEntry(

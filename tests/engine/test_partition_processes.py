@@ -26,7 +26,10 @@ from partition_actor import Log, duplicates, log_kind
 from sourcery import Runtime, Store, VectorClock, open_store
 from sourcery.replication import sync
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
+]
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 ACTORS = 6

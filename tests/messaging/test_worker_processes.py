@@ -41,6 +41,7 @@ from sourcery._messaging.client import Client
 from sourcery._stores import Store, open_store
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
     pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down())),
     pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down())),
