@@ -485,10 +485,32 @@ def test_inspect_lists_actors(demo: Demo, capsys: pytest.CaptureFixture[str]) ->
     assert report["more"] is False
 
 
-def test_inspect_an_unknown_actor(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", str(demo.path), "account/nobody", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["heads"] == [] and report["snapshots"] == [] and report["loose_events"] == []
+@pytest.mark.parametrize("form", [[], ["--json"]])
+def test_inspect_an_unknown_actor(
+    demo: Demo, form: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(demo.path), "account/nobody", *form]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "no actor account/nobody in" in " ".join(err.split())
+
+
+def test_inspect_cuts_a_long_payload_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "big.db"
+
+    async def write() -> None:
+        async with Runtime.open(f"sqlite:///{path}", [accounts]) as rt:
+            await rt.send(accounts("big"), Open("x" * 100_000))
+
+    asyncio.run(write())
+    assert main(["inspect", str(path), "account/big"]) == 0
+    short = capsys.readouterr().out
+    assert len(short) < 5_000
+    assert "more characters; --full shows all" in " ".join(short.split())
+    assert main(["inspect", str(path), "account/big", "--full"]) == 0
+    assert "x" * 100_000 in "".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("form", ["path", "url"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -219,8 +220,10 @@ def test_send_times_out_without_a_worker(broker: str, capsys: pytest.CaptureFixt
     [
         (["ghost/g1", "Deposit", "{}"], "no actor type 'ghost'"),
         (["account/a1", "Close", "{}"], "has no command 'Close'"),
-        (["account/a1", "Deposit", '{"amount": "five"}'], "cannot make a Deposit"),
-        (["account/a1", "Deposit", "not json"], "cannot make a Deposit"),
+        (["account/a1", "Deposit", '{"amount": "five"}'], "cannot make the command Deposit"),
+        (["account/a1", "Deposit", "not json"], "cannot make the command Deposit"),
+        (["account/a1", "Deposit", '{"amount": 5, "extra": 1}'], "has no field 'extra'"),
+        (["account/a1", "Deposit", "@/no/such/file.json"], "cannot read the command's JSON"),
         (["a1", "Deposit", "{}"], "type/id"),
     ],
 )
@@ -231,6 +234,34 @@ def test_send_refuses_what_it_cannot_make_a_command_of(
     code, _, err = send(capsys, "amqp://guest:guest@127.0.0.1:1/", *args)
     assert code == 1
     assert message in " ".join(err.split())
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_send_reads_the_json_from_a_file_or_stdin(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A field the command lacks is refused: so the JSON was read and checked.
+    text = '{"amount": 5, "extra": 1}'
+    if source == "file":
+        (tmp_path / "c.json").write_text(text)
+        arg = f"@{tmp_path / 'c.json'}"
+    else:
+        monkeypatch.setattr("sys.stdin", io.StringIO(text))
+        arg = "-"
+    code, _, err = send(capsys, "amqp://guest:guest@127.0.0.1:1/", "account/a1", "Deposit", arg)
+    assert code == 1
+    assert "has no field 'extra'" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [([], 0), (["-v", "send"], 1), (["send", "-v"], 1), (["send", "-vv"], 2), (["-vv", "send"], 2)],
+)
+def test_verbose_goes_before_or_after_the_subcommand(argv: list[str], level: int) -> None:
+    from sourcery._apps.cli.entry import _parser
+
+    args = _parser().parse_args([*(argv or ["send"]), BANK, "account/a1", "Deposit"])
+    assert args.verbose == level
 
 
 def test_send_and_worker_need_a_broker(capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,4 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (demo, inspect, stores, worker):
         module.add_parsers(commands)
+    for command in commands.choices.values():  # -v after the subcommand too
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="log more (-v info, -vv debug)",
+        )
     return parser

@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from sourcery._apps.cli.common import existing_store, run
 from sourcery._apps.cli.inspect_report import ACTORS_LISTED, actor_report, actors_report
-from sourcery._apps.cli.inspect_tables import print_actor, print_actors
+from sourcery._apps.cli.inspect_tables import SHOWN_CHARS, print_actor, print_actors
 from sourcery._apps.history_svg import render
 from sourcery._core.clock import VectorClock
 from sourcery._core.config import redact
@@ -42,6 +42,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument(
+        "--full",
+        action="store_true",
+        help=f"show states and payloads whole (tables cut them at {SHOWN_CHARS} characters)",
+    )
+    inspect.add_argument(
         "--svg",
         metavar="PATH",
         help="also draw the actor's history (snapshots and parent links) to an SVG file",
@@ -59,12 +64,15 @@ def _inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     url = existing_store(args.store)
     actor = ActorRef.parse(args.actor) if args.actor else None
     report, svg = run(_inspect_store(url, actor, svg=bool(args.svg)))
+    if actor is not None and not (report["heads"] or report["loose_events"]):
+        err.print(f"[red]error:[/red] no actor {escape(str(actor))} in {escape(report['store'])}")
+        return 1
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     elif actor is None:
         print_actors(out, report)
     else:
-        print_actor(out, report)
+        print_actor(out, report, full=args.full)
     if svg is not None:
         Path(args.svg).write_text(svg, encoding="utf-8")
         (err if args.json else out).print(f"history drawn to {escape(args.svg)}")

@@ -13,7 +13,10 @@ from rich.table import Table
 
 from sourcery._apps.cli.inspect_report import ACTORS_LISTED
 
-__all__ = ["print_actor", "print_actors"]
+__all__ = ["SHOWN_CHARS", "print_actor", "print_actors"]
+
+SHOWN_CHARS = 200
+"""A state or payload longer than this (as JSON) is cut in tables, unless ``--full``."""
 
 
 def print_actors(out: Console, report: dict[str, Any]) -> None:
@@ -29,8 +32,11 @@ def print_actors(out: Console, report: dict[str, Any]) -> None:
         out.print(f"(only the first {ACTORS_LISTED} are shown)")
 
 
-def print_actor(out: Console, r: dict[str, Any]) -> None:
-    """One actor: whether it has siblings, its frontier, then a table of each part."""
+def print_actor(out: Console, r: dict[str, Any], *, full: bool = False) -> None:
+    """One actor: whether it has siblings, its frontier, then a table of each part.
+
+    States and payloads are cut at :data:`SHOWN_CHARS` characters unless ``full``."""
+    limit = None if full else SHOWN_CHARS
     heads: list[dict[str, Any]] = r["heads"]
     out.print(f"[bold]{escape(r['actor'])}[/bold] in {escape(r['store'])}")
     if r["siblings"]:
@@ -41,15 +47,15 @@ def print_actor(out: Console, r: dict[str, Any]) -> None:
     else:
         out.print(f"siblings: no ({len(heads)} head{'' if len(heads) == 1 else 's'})")
     out.print(f"frontier: {escape(_clock(r['frontier']))}")
-    out.print(_heads_table(heads))
+    out.print(_heads_table(heads, limit))
     out.print(_snapshots_table(r["snapshots"]))
-    out.print(_loose_events_table(r["loose_events"]))
+    out.print(_loose_events_table(r["loose_events"], limit))
 
 
-def _heads_table(heads: list[dict[str, Any]]) -> Table:
+def _heads_table(heads: list[dict[str, Any]], limit: int | None) -> Table:
     table = _table(f"heads ({len(heads)})", "clock", "timestamp", "state")
     for h in heads:
-        table.add_row(escape(_clock(h["clock"])), h["timestamp"], escape(_json(h["state"])))
+        table.add_row(escape(_clock(h["clock"])), h["timestamp"], escape(_json(h["state"], limit)))
     return table
 
 
@@ -91,7 +97,7 @@ def _roles(snapshot: dict[str, Any]) -> str:
     return ", ".join(roles)
 
 
-def _loose_events_table(events: list[dict[str, Any]]) -> Table:
+def _loose_events_table(events: list[dict[str, Any]], limit: int | None) -> Table:
     table = _table(
         f"loose events ({len(events)})",
         "dot",
@@ -111,7 +117,7 @@ def _loose_events_table(events: list[dict[str, Any]]) -> Table:
             escape(e["initiated_by"]),
             escape(e["type"]),
             str(e["version"]),
-            escape(_json(e["payload"])),
+            escape(_json(e["payload"], limit)),
         )
     return table
 
@@ -130,5 +136,9 @@ def _clock(entries: dict[str, int]) -> str:
     return "{" + ", ".join(f"{w}: {n}" for w, n in entries.items()) + "}"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+def _json(value: Any, limit: int | None = None) -> str:
+    """A value as JSON, cut after ``limit`` characters (saying how much was left out)."""
+    text = json.dumps(value, ensure_ascii=False)
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters; --full shows all)"
