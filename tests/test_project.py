@@ -28,3 +28,14 @@ def test_the_changelog_names_the_current_version() -> None:
     text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert text.startswith("# Changelog")
     assert f"## [{__version__}]" in text
+
+
+def test_the_docs_build_needs_nothing_from_the_internet() -> None:
+    """No web fonts, no CDN: ``make docs`` and the site it builds work offline."""
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert "font: false" in config
+    assert "strict: true" in config
+    assert "http://" not in config and "https://" not in config
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "mkdocs build --strict" in makefile
+    assert "$(MAKE) docs" in makefile.split("\ntest:")[1].split("\n\n")[0]
