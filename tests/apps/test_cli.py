@@ -485,6 +485,26 @@ def test_inspect_lists_actors(demo: Demo, capsys: pytest.CaptureFixture[str]) ->
     assert report["more"] is False
 
 
+def test_inspect_pages_through_the_actors(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(demo.path), "--json", "--limit", "1000"]) == 0
+    everyone = json.loads(capsys.readouterr().out)["actors"]
+    pages: list[list[str]] = []
+    after: list[str] = []
+    while True:
+        assert main(["inspect", str(demo.path), "--json", "--limit", "7", *after]) == 0
+        report = json.loads(capsys.readouterr().out)
+        pages.append(report["actors"])
+        if report["next"] is None:
+            break
+        after = ["--after", report["next"]]
+    assert [a for page in pages for a in page] == everyone
+    assert all(len(page) == 7 for page in pages[:-1])
+    assert main(["inspect", str(demo.path), "--limit", "7"]) == 0
+    out = capsys.readouterr().out
+    assert f"--after {pages[0][-1]}" in out
+    assert main(["inspect", str(demo.path), ACCOUNT, "--after", ACCOUNT]) == 2
+
+
 @pytest.mark.parametrize("form", [[], ["--json"]])
 def test_inspect_an_unknown_actor(
     demo: Demo, form: list[str], capsys: pytest.CaptureFixture[str]

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from sourcery._apps.cli.common import existing_store, run
+from sourcery._apps.cli.common import existing_store, positive, run
 from sourcery._apps.cli.inspect_report import ACTORS_LISTED, actor_report, actors_report
 from sourcery._apps.cli.inspect_tables import SHOWN_CHARS, print_actor, print_actors
 from sourcery._apps.history_svg import render
@@ -42,6 +42,17 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument(
+        "--after",
+        metavar="TYPE/ID",
+        help="list the actors that come after this one (the next page of a listing)",
+    )
+    inspect.add_argument(
+        "--limit",
+        type=positive,
+        default=ACTORS_LISTED,
+        help=f"actors a listing shows at most (default: {ACTORS_LISTED})",
+    )
+    inspect.add_argument(
         "--full",
         action="store_true",
         help=f"show states and payloads whole (tables cut them at {SHOWN_CHARS} characters)",
@@ -57,13 +68,16 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _check(args: argparse.Namespace) -> str | None:
     if args.svg and not args.actor:
         return "--svg draws one actor's history: give TYPE/ID"
+    if args.after and args.actor:
+        return "--after pages through the list of actors: give no TYPE/ID"
     return None
 
 
 def _inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     url = existing_store(args.store)
     actor = ActorRef.parse(args.actor) if args.actor else None
-    report, svg = run(_inspect_store(url, actor, svg=bool(args.svg)))
+    after = ActorRef.parse(args.after) if args.after else None
+    report, svg = run(_inspect_store(url, actor, svg=bool(args.svg), after=after, limit=args.limit))
     if actor is not None and not (report["heads"] or report["loose_events"]):
         err.print(f"[red]error:[/red] no actor {escape(str(actor))} in {escape(report['store'])}")
         return 1
@@ -80,14 +94,19 @@ def _inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 async def _inspect_store(
-    url: str, actor: ActorRef | None, *, svg: bool = False
+    url: str,
+    actor: ActorRef | None,
+    *,
+    svg: bool = False,
+    after: ActorRef | None = None,
+    limit: int = ACTORS_LISTED,
 ) -> tuple[dict[str, Any], str | None]:
     log.info("inspecting %s", redact(url))
     store = await open_store(url)
     try:
         if actor is None:
-            refs = await store.actors(limit=ACTORS_LISTED + 1)
-            return actors_report(redact(url), refs), None
+            refs = await store.actors(limit=limit + 1, after=after)
+            return actors_report(redact(url), refs, limit), None
         return await _read_actor(store, url, actor, svg=svg)
     finally:
         await store.aclose()

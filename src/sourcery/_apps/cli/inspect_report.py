@@ -21,15 +21,21 @@ from sourcery._core.records import ActorRef, EventRecord, PackRecord, SnapshotRe
 __all__ = ["ACTORS_LISTED", "actor_report", "actors_report"]
 
 ACTORS_LISTED = 50
-"""Actors a listing shows at most."""
+"""Actors a listing shows at most, unless told (``--limit``)."""
 
 
-def actors_report(store: str, refs: Sequence[ActorRef]) -> dict[str, Any]:
-    """The listing of a store's actors; ``refs`` may hold one more than is listed."""
+def actors_report(
+    store: str, refs: Sequence[ActorRef], limit: int = ACTORS_LISTED
+) -> dict[str, Any]:
+    """One page of a store's actors; ``refs`` may hold one more than is listed. ``next``
+    is where the next page starts after (``--after``), or None on the last page."""
+    listed = [str(ref) for ref in refs[:limit]]
+    more = len(refs) > limit
     return {
         "store": store,
-        "actors": [str(ref) for ref in refs[:ACTORS_LISTED]],
-        "more": len(refs) > ACTORS_LISTED,
+        "actors": listed,
+        "more": more,
+        "next": listed[-1] if more else None,
     }
 
 

@@ -11,8 +11,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sourcery._apps.cli.inspect_report import ACTORS_LISTED
-
 __all__ = ["SHOWN_CHARS", "print_actor", "print_actors"]
 
 SHOWN_CHARS = 200
@@ -28,8 +26,8 @@ def print_actors(out: Console, report: dict[str, Any]) -> None:
     out.print(f"actors in {escape(report['store'])}:")
     for name in actors:
         out.print(f"  {escape(name)}")
-    if report["more"]:
-        out.print(f"(only the first {ACTORS_LISTED} are shown)")
+    if report["next"] is not None:
+        out.print(f"(more: add --after {escape(report['next'])} for the next page)")
 
 
 def print_actor(out: Console, r: dict[str, Any], *, full: bool = False) -> None:
