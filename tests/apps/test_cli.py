@@ -41,7 +41,16 @@ from sourcery.examples.bank import (
 from sourcery.replication import SyncReport, sync
 
 ACCOUNT = "account/acct-00001"
-ACTOR_KEYS = {"store", "actor", "heads", "siblings", "frontier", "snapshots", "loose_events"}
+ACTOR_KEYS = {
+    "store",
+    "actor",
+    "writers",
+    "heads",
+    "siblings",
+    "frontier",
+    "snapshots",
+    "loose_events",
+}
 SNAPSHOT_KEYS = {
     "clock",
     "parents",
@@ -433,10 +442,51 @@ def test_inspect_an_actor(demo: Demo, capsys: pytest.CaptureFixture[str]) -> Non
     assert "siblings: no" in out
     assert f"snapshots ({truth.snapshots})" in out
     assert "loose events (" in out
+    assert main(["inspect", str(demo.path), ACCOUNT, "--json"]) == 0
+    names = json.loads(capsys.readouterr().out)["writers"]
+    assert sorted(names.values()) == ["a"]  # one writer in the single-replica demo
+    legend = ", ".join(f"{name} = {writer}" for writer, name in names.items())
+    assert f"writers: {legend}" in out
     for writer, n in truth.heads[0].items():
-        assert f"{writer}: {n}" in out
+        assert f"{names[writer]}:{n}" in out
     for writer, n in truth.frontier.items():
-        assert f"{writer}: {n}" in out
+        assert f"frontier: {names[writer]}:{n}" in out
+
+
+def test_inspect_names_writers_as_the_picture_does_and_fits_80_columns(
+    showcase: Demo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    db = str(showcase.path)
+    assert main(["inspect", db, "--json", "--limit", "10000"]) == 0
+    refs = json.loads(capsys.readouterr().out)["actors"]
+    svg = tmp_path / "h.svg"
+    for ref in refs:  # the first account with a merge
+        assert main(["inspect", db, ref, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        if any(len(s["parents"]) > 1 for s in report["snapshots"]):
+            break
+    else:
+        pytest.fail("no merged account in the demo")
+    assert main(["inspect", db, ref, "--svg", str(svg)]) == 0
+    out = capsys.readouterr().out
+    names = report["writers"]
+    assert {"a", "b", "m1"} <= set(names.values())
+    picture = svg.read_text(encoding="utf-8")
+    merge = next(s for s in report["snapshots"] if len(s["parents"]) > 1)
+    label = " ".join(
+        f"{names[w]}:{n}"
+        for w, n in sorted(
+            merge["clock"].items(), key=lambda item: (names[item[0]][0] == "m", names[item[0]])
+        )
+    )
+    assert label in picture and label in out  # the same short names in both
+    for writer in names:
+        # a full writer id shows once, in the legend, never cut across lines in a table
+        assert out.count(writer) == 1, writer
 
 
 def test_inspect_json(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:

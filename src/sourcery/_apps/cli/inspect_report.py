@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from sourcery._apps.history_layout import writer_names
 from sourcery._core.clock import VectorClock
 from sourcery._core.ids import format_id, id_from_bytes
 from sourcery._core.merge import MERGE_WRITER_PREFIX
@@ -49,11 +50,14 @@ def actor_report(
     loose: Sequence[EventRecord],
 ) -> dict[str, Any]:
     """One actor: its heads, frontier, snapshots (``packs`` in the same order) and loose
-    events, oldest first."""
+    events, oldest first. ``writers`` gives each writer id the short name that the history
+    picture (``--svg``) uses for it."""
     head_clocks = {h.clock for h in heads}
+    names = writer_names(snapshots, [h.clock for h in heads], [*frontier.writers()])
     return {
         "store": store,
         "actor": str(actor),
+        "writers": names,
         "heads": [_head(h) for h in heads],
         "siblings": len(heads) > 1,
         "frontier": frontier.as_dict(),

@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sourcery._apps.history_layout import clock_label
+from sourcery._core.clock import VectorClock
+
 __all__ = ["SHOWN_CHARS", "print_actor", "print_actors"]
+
+Names = dict[str, str]
+"""Writer id -> its short name (``a``, ``b``, ``m1``), as in the history picture."""
 
 SHOWN_CHARS = 200
 """A state or payload longer than this (as JSON) is cut in tables, unless ``--full``."""
@@ -35,6 +41,7 @@ def print_actor(out: Console, r: dict[str, Any], *, full: bool = False) -> None:
 
     States and payloads are cut at :data:`SHOWN_CHARS` characters unless ``full``."""
     limit = None if full else SHOWN_CHARS
+    names: dict[str, str] = r["writers"]
     heads: list[dict[str, Any]] = r["heads"]
     out.print(f"[bold]{escape(r['actor'])}[/bold] in {escape(r['store'])}")
     if r["siblings"]:
@@ -44,20 +51,24 @@ def print_actor(out: Console, r: dict[str, Any], *, full: bool = False) -> None:
         )
     else:
         out.print(f"siblings: no ({len(heads)} head{'' if len(heads) == 1 else 's'})")
-    out.print(f"frontier: {escape(_clock(r['frontier']))}")
-    out.print(_heads_table(heads, limit))
-    out.print(_snapshots_table(r["snapshots"]))
-    out.print(_loose_events_table(r["loose_events"], limit))
+    legend = ", ".join(f"{name} = {writer}" for writer, name in names.items())
+    out.print(f"writers: {escape(legend) or '(none)'}")
+    out.print(f"frontier: {escape(_clock(r['frontier'], names))}")
+    out.print(_heads_table(heads, names, limit))
+    out.print(_snapshots_table(r["snapshots"], names))
+    out.print(_loose_events_table(r["loose_events"], names, limit))
 
 
-def _heads_table(heads: list[dict[str, Any]], limit: int | None) -> Table:
+def _heads_table(heads: list[dict[str, Any]], names: Names, limit: int | None) -> Table:
     table = _table(f"heads ({len(heads)})", "clock", "timestamp", "state")
     for h in heads:
-        table.add_row(escape(_clock(h["clock"])), h["timestamp"], escape(_json(h["state"], limit)))
+        table.add_row(
+            escape(_clock(h["clock"], names)), h["timestamp"], escape(_json(h["state"], limit))
+        )
     return table
 
 
-def _snapshots_table(snapshots: list[dict[str, Any]]) -> Table:
+def _snapshots_table(snapshots: list[dict[str, Any]], names: Names) -> Table:
     table = _table(
         f"snapshots ({len(snapshots)})",
         "#",
@@ -69,11 +80,11 @@ def _snapshots_table(snapshots: list[dict[str, Any]]) -> Table:
         "pack events",
     )
     for i, s in enumerate(snapshots, 1):
-        parents = ", ".join(_clock(p) for p in s["parents"]) or "(root)"
+        parents = ", ".join(_clock(p, names) for p in s["parents"]) or "(root)"
         pack = "missing" if s["pack_events"] is None else str(s["pack_events"])
         table.add_row(
             str(i),
-            escape(_clock(s["clock"])),
+            escape(_clock(s["clock"], names)),
             escape(parents),
             _roles(s),
             s["timestamp"],
@@ -95,7 +106,7 @@ def _roles(snapshot: dict[str, Any]) -> str:
     return ", ".join(roles)
 
 
-def _loose_events_table(events: list[dict[str, Any]], limit: int | None) -> Table:
+def _loose_events_table(events: list[dict[str, Any]], names: Names, limit: int | None) -> Table:
     table = _table(
         f"loose events ({len(events)})",
         "dot",
@@ -109,7 +120,7 @@ def _loose_events_table(events: list[dict[str, Any]], limit: int | None) -> Tabl
     for e in events:
         writer, n = e["dot"]
         table.add_row(
-            escape(f"{writer}:{n}"),
+            escape(f"{names.get(writer, writer)}:{n}"),
             e["id"],
             e["timestamp"],
             escape(e["initiated_by"]),
@@ -130,8 +141,9 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
-def _clock(entries: dict[str, int]) -> str:
-    return "{" + ", ".join(f"{w}: {n}" for w, n in entries.items()) + "}"
+def _clock(entries: dict[str, int], names: Names) -> str:
+    """A clock with the writers' short names, as the history picture shows it: ``a:3 b:5``."""
+    return clock_label(VectorClock(entries), names)
 
 
 def _json(value: Any, limit: int | None = None) -> str:
