@@ -45,6 +45,7 @@ ACTOR_KEYS = {
     "store",
     "actor",
     "writers",
+    "state",
     "heads",
     "siblings",
     "frontier",
@@ -533,6 +534,30 @@ def test_inspect_lists_actors(demo: Demo, capsys: pytest.CaptureFixture[str]) ->
     assert len(report["actors"]) == 50
     assert report["actors"][0] == ACCOUNT
     assert report["more"] is False
+
+
+def test_inspect_shows_the_current_state_with_the_app(
+    demo: Demo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truth = asyncio.run(_truth(demo.url, ActorRef.parse(ACCOUNT)))
+    app = "sourcery.examples.bank:accounts"
+    assert main(["inspect", str(demo.path), ACCOUNT, "--json", "--app", app]) == 0
+    report = json.loads(capsys.readouterr().out)
+    state = report["state"]
+    assert state["value"]["balance"] == truth.balance
+    assert state["loose_events_applied"] == len(report["loose_events"]) > 0
+    assert main(["inspect", str(demo.path), ACCOUNT, "--app", app]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert 'loose events): {"owner": ' in out and f'"balance": {truth.balance}' in out
+    # Without the app, it says what it needs.
+    assert main(["inspect", str(demo.path), ACCOUNT]) == 0
+    assert "state: (give --app MODULE:ATTR" in " ".join(capsys.readouterr().out.split())
+    assert main(["inspect", str(demo.path), ACCOUNT, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"]["value"] is None
+    # An app without the actor's type, or without an actor, is refused.
+    assert main(["inspect", str(demo.path), "cart/c1", "--app", app]) == 1
+    assert "has no actor type 'cart'" in capsys.readouterr().err
+    assert main(["inspect", str(demo.path), "--app", app]) == 2
 
 
 def test_inspect_pages_through_the_actors(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,8 +20,10 @@ from rich.markup import escape
 
 from sourcery._apps.cli.common import existing_store, positive, run
 from sourcery._apps.cli.inspect_report import ACTORS_LISTED, actor_report, actors_report
+from sourcery._apps.cli.inspect_state import actor_kind, current_state
 from sourcery._apps.cli.inspect_tables import SHOWN_CHARS, print_actor, print_actors
 from sourcery._apps.history_svg import render
+from sourcery._core.actor import ActorType
 from sourcery._core.clock import VectorClock
 from sourcery._core.config import redact
 from sourcery._core.records import ActorRef
@@ -53,6 +55,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help=f"actors a listing shows at most (default: {ACTORS_LISTED})",
     )
     inspect.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="your actor type(s), to show the actor's current state decoded",
+    )
+    inspect.add_argument(
         "--full",
         action="store_true",
         help=f"show states and payloads whole (tables cut them at {SHOWN_CHARS} characters)",
@@ -68,6 +75,8 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _check(args: argparse.Namespace) -> str | None:
     if args.svg and not args.actor:
         return "--svg draws one actor's history: give TYPE/ID"
+    if args.app and not args.actor:
+        return "--app decodes one actor's state: give TYPE/ID"
     if args.after and args.actor:
         return "--after pages through the list of actors: give no TYPE/ID"
     return None
@@ -77,7 +86,14 @@ def _inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     url = existing_store(args.store)
     actor = ActorRef.parse(args.actor) if args.actor else None
     after = ActorRef.parse(args.after) if args.after else None
-    report, svg = run(_inspect_store(url, actor, svg=bool(args.svg), after=after, limit=args.limit))
+    kind = None
+    if args.app and actor is not None:
+        from sourcery._apps.loader import load_app
+
+        kind = actor_kind(load_app(args.app), actor)
+    report, svg = run(
+        _inspect_store(url, actor, svg=bool(args.svg), after=after, limit=args.limit, kind=kind)
+    )
     if actor is not None and not (report["heads"] or report["loose_events"]):
         err.print(f"[red]error:[/red] no actor {escape(str(actor))} in {escape(report['store'])}")
         return 1
@@ -100,6 +116,7 @@ async def _inspect_store(
     svg: bool = False,
     after: ActorRef | None = None,
     limit: int = ACTORS_LISTED,
+    kind: ActorType[Any, Any, Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     log.info("inspecting %s", redact(url))
     store = await open_store(url)
@@ -107,13 +124,18 @@ async def _inspect_store(
         if actor is None:
             refs = await store.actors(limit=limit + 1, after=after)
             return actors_report(redact(url), refs, limit), None
-        return await _read_actor(store, url, actor, svg=svg)
+        return await _read_actor(store, url, actor, svg=svg, kind=kind)
     finally:
         await store.aclose()
 
 
 async def _read_actor(
-    store: Store, url: str, actor: ActorRef, *, svg: bool = False
+    store: Store,
+    url: str,
+    actor: ActorRef,
+    *,
+    svg: bool = False,
+    kind: ActorType[Any, Any, Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """The actor's report, and its history as SVG if asked."""
     heads = await store.heads(actor)
@@ -125,6 +147,7 @@ async def _read_actor(
     covered = VectorClock.merge_all(h.clock for h in heads)
     loose = await store.loose_events(actor, covered)
     report = actor_report(redact(url), actor, heads, frontier, snapshots, packs, loose)
+    report["state"] = current_state(kind, heads, loose)
     picture = None
     if svg:
         by_clock = {s.clock: pack for s, pack in zip(snapshots, packs, strict=True)}

@@ -54,9 +54,19 @@ def print_actor(out: Console, r: dict[str, Any], *, full: bool = False) -> None:
     legend = ", ".join(f"{name} = {writer}" for writer, name in names.items())
     out.print(f"writers: {escape(legend) or '(none)'}")
     out.print(f"frontier: {escape(_clock(r['frontier'], names))}")
+    out.print(_state_line(r["state"], limit))
     out.print(_heads_table(heads, names, limit))
     out.print(_snapshots_table(r["snapshots"], names))
     out.print(_loose_events_table(r["loose_events"], names, limit))
+
+
+def _state_line(state: dict[str, Any], limit: int | None) -> str:
+    """The current state: the head's plus the loose events, or why it is not shown."""
+    if state["note"] is not None:
+        return f"state: ({escape(state['note'])})"
+    applied = state["loose_events_applied"]
+    source = f"head + {applied} loose event{'' if applied == 1 else 's'}"
+    return f"state ({source}): {escape(_json(state['value'], limit))}"
 
 
 def _heads_table(heads: list[dict[str, Any]], names: Names, limit: int | None) -> Table:
