@@ -280,11 +280,28 @@ def test_a_worker_does_not_wait_for_what_cannot_come(
     wrong = broker.replace("guest:guest@", "guest:not-the-password@", 1)
     assert wrong != broker
     assert main(["worker", BANK, "--store", good_store, "--broker", wrong]) == 1
-    assert "refused the user or password" in capsys.readouterr().err
-    missing = f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}"
-    assert main(["worker", BANK, "--store", missing, "--broker", broker]) == 1
     err = capsys.readouterr().err
+    assert "refused the user or password" in err
+    assert "<" not in err and "ProbableAuthenticationError" not in err  # no driver repr
+    assert len(err.strip().splitlines()) == 1
+    folder = tmp_path / "no-such-folder"
+    missing = f"sqlite:///{folder / 'x.db'}"
+    assert main(["worker", BANK, "--store", missing, "--broker", broker]) == 1
+    err = " ".join(capsys.readouterr().err.split())
     assert "unable to open database file" in err and "waiting:" not in err
+    assert f"cannot open the SQLite file {folder / 'x.db'}" in err
+    assert f"the folder {folder} does not exist" in err
+
+
+def test_an_unreachable_broker_is_one_line_in_our_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nowhere = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
+    assert main(["send", BANK, "account/a1", "Deposit", '{"amount": 1}', "--broker", nowhere]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "error: cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/: Connection refused"
+    ]
 
 
 def test_worker_refuses_an_app_that_is_not_actor_types(
