@@ -336,6 +336,30 @@ def test_demo_exits_1_when_money_is_not_conserved_or_replicas_disagree(
         assert "account/acct-00001" in out
 
 
+def test_demo_prints_each_phase_as_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sourcery._apps.demo import replicated
+
+    seen: list[str] = []
+    heal = replicated._heal
+
+    async def healing(run: object) -> object:
+        # By the time the heal starts, phases 1 and 2 are on stdout already.
+        seen.append(capsys.readouterr().out)
+        return await heal(run)  # type: ignore[arg-type]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(replicated, "_heal", healing)
+    assert main(["demo", "--accounts", "5", "--commands", "60", "--seed", "2"]) == 0
+    (before_heal,) = seen
+    assert "phase 1  opened 5 accounts" in before_heal
+    assert "phase 2  partition" in before_heal
+    assert "phase 3" not in before_heal
+    rest = capsys.readouterr().out
+    assert "phase 3  heal" in rest and rest.index("phase 3") < rest.index("money conserved")
+
+
 def test_single_store_demo_exits_1_when_money_is_not_conserved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

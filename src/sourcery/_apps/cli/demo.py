@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sourcery._apps.cli.common import as_url, positive, run
-from sourcery._apps.cli.demo_report import print_demo, print_replicated_demo
-from sourcery._apps.demo import DEFAULT_SNAPSHOT_EVERY, run_demo, run_replicated_demo
+from sourcery._apps.cli.common import as_url, flush, positive, run
+from sourcery._apps.cli.demo_report import print_demo, print_phase, print_replicated_demo
+from sourcery._apps.demo import DEFAULT_SNAPSHOT_EVERY, PhaseDone, run_demo, run_replicated_demo
 from sourcery._core.config import redact
 
 __all__ = ["DEMO_REPLICAS", "DEMO_SVG", "add_parsers"]
@@ -98,7 +98,16 @@ def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     for side, name in zip("AB", DEMO_REPLICAS, strict=True):
         out.print(f"  replica {side}: [bold]{escape(name)}[/bold]")
     with _progress(out, args.commands) as advance:
-        result = run(run_replicated_demo(urls[0], urls[1], progress=advance, **_workload(args)))
+
+        def phase_done(phase: PhaseDone) -> None:
+            print_phase(out, phase)
+            flush(out)  # a pipe or a log file sees each phase as it ends
+
+        result = run(
+            run_replicated_demo(
+                urls[0], urls[1], progress=advance, on_phase=phase_done, **_workload(args)
+            )
+        )
     svg: str | None = None
     if result.most_diverged is not None:
         Path(DEMO_SVG).write_text(result.history_svg, encoding="utf-8")
