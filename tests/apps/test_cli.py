@@ -360,6 +360,34 @@ def test_demo_prints_each_phase_as_it_ends(
     assert "phase 3  heal" in rest and rest.index("phase 3") < rest.index("money conserved")
 
 
+def test_demo_shows_a_bar_with_the_phase_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    screens: list[str] = []
+    terminal = io.StringIO()
+    fake = Console(file=terminal, force_terminal=True, width=120, color_system=None)
+    monkeypatch.setattr("sourcery._apps.cli.entry.console", lambda stderr: fake)
+    monkeypatch.chdir(tmp_path)
+    made = demo_command._Bar.__init__
+
+    def watching(self: object, advance: object, describe: object) -> None:
+        def spy(text: str) -> None:  # what the bar is told as each phase ends
+            screens.append(text)
+            describe(text)  # type: ignore[operator]
+
+        made(self, advance, spy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(demo_command._Bar, "__init__", watching)
+    assert main(["demo", "--accounts", "5", "--commands", "60", "--seed", "2"]) == 0
+    assert screens == list(demo_command.PHASES[1:])
+    shown = terminal.getvalue()
+    assert "phase 1 open" in shown and "60/60" in shown  # the bar, drawn on the terminal
+
+
 def test_single_store_demo_exits_1_when_money_is_not_conserved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
