@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the local services the test-suite may use are running:
 # PostgreSQL (5432), Redis (6379) and RabbitMQ (5672) on 127.0.0.1.
-# A service that is not installed is reported and skipped: the script exits 0
-# so the suite can still run on a machine without them.
+# A service that cannot be started (not installed, or not answering) is an error:
+# the script exits 1, as the suite then fails (see tests/services.py). A developer
+# may opt out explicitly with SOURCERY_TEST_SKIP_SERVICES=1: the script then exits 0
+# and the tests needing the missing services are skipped.
 set -uo pipefail
 
 HOST=127.0.0.1
@@ -123,9 +125,17 @@ ensure_redis
 ensure_rabbitmq
 
 if (( ${#missing[@]} )); then
-    warn "not installed, skipped: ${missing[*]} (tests needing them will not run)"
+    warn "not installed: ${missing[*]}"
 fi
 if (( ${#failed[@]} )); then
     warn "installed but not ready: ${failed[*]}"
+fi
+if (( ${#missing[@]} + ${#failed[@]} )); then
+    if [[ "${SOURCERY_TEST_SKIP_SERVICES:-}" == "1" ]]; then
+        warn "SOURCERY_TEST_SKIP_SERVICES=1: the tests needing them will be skipped"
+        exit 0
+    fi
+    warn "set SOURCERY_TEST_SKIP_SERVICES=1 to skip the tests needing them instead"
+    exit 1
 fi
 exit 0

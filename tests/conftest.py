@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+import services
 from hypothesis import HealthCheck, settings
 from private_broker import PrivateBroker, private_node, rabbitmq_missing
 from services import (
@@ -15,9 +16,36 @@ from services import (
     delete_test_amqp_names,
     delete_used_amqp_names,
     drop_test_schemas,
+    is_service_skip,
     memory_queue_url,
     postgres_down,
+    services_down,
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI and ``make test`` (``SOURCERY_TEST_REQUIRE_SERVICES=1``) the run stops at
+    once when a service does not answer; ``SOURCERY_TEST_SKIP_SERVICES=1`` opts out."""
+    if not services.REQUIRE_SERVICES:
+        return
+    down = services_down()
+    if down:
+        pytest.exit(
+            "services are required (CI=true or SOURCERY_TEST_REQUIRE_SERVICES=1; "
+            "SOURCERY_TEST_SKIP_SERVICES=1 skips their tests instead): " + "; ".join(down),
+            returncode=3,
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test skipped for a missing service fails when services are required."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and services.REQUIRE_SERVICES and is_service_skip(str(report.longrepr)):
+        report.outcome = "failed"
+        report.longrepr = f"a required service is missing: {report.longrepr}"
+
 
 settings.register_profile(
     "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]

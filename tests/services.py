@@ -106,6 +106,51 @@ async def delete_test_amqp_names() -> None:
             await channel.exchange_delete(name)
 
 
+REDIS = os.environ.get("SOURCERY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+"""The server the Redis tests use; every test gets a key prefix of its own there."""
+
+
+def redis_down() -> str | None:
+    parts = urlsplit(REDIS)
+    where = f"{parts.hostname}:{parts.port or 6379}"
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 2) as s:
+            s.sendall(b"PING\r\n")
+            s.settimeout(2)
+            answer = s.recv(64)
+    except OSError as exc:
+        return f"no Redis answers at {where} ({exc}); run scripts/ensure-services.sh"
+    if not answer.startswith((b"+PONG", b"-NOAUTH")):
+        return f"what answers at {where} is not Redis: {answer!r}"
+    return None
+
+
+SKIP_SERVICES = os.environ.get("SOURCERY_TEST_SKIP_SERVICES", "") == "1"
+"""A developer's explicit opt-out: tests needing a missing service are skipped."""
+REQUIRE_SERVICES = not SKIP_SERVICES and (
+    os.environ.get("CI", "").lower() == "true"
+    or os.environ.get("SOURCERY_TEST_REQUIRE_SERVICES", "") == "1"
+)
+"""Under CI and in ``make test``, a missing service fails the run instead of skipping."""
+SERVICE_MISSING = (
+    "run scripts/ensure-services.sh",
+    "what answers at",
+    "RabbitMQ is not installed",
+    "redis-server is not installed",
+)
+"""Words that a skip for a missing service carries."""
+
+
+def services_down() -> list[str]:
+    """Why each service the suite needs does not answer (empty when all do)."""
+    return [reason for reason in (postgres_down(), redis_down(), amqp_down()) if reason]
+
+
+def is_service_skip(reason: str) -> bool:
+    """Whether a skip's reason is a missing service."""
+    return any(words in reason for words in SERVICE_MISSING)
+
+
 def postgres_down() -> str | None:
     parts = urlsplit(POSTGRES)
     try:

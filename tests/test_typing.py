@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mypy import api
-from test_readme import README, python_blocks
+from test_readme import DOCS, README, ROOT, python_blocks
 
 USES = """
 from typing import assert_type
@@ -61,6 +61,21 @@ def readme_code() -> str:
 def test_the_readme_type_checks_strictly(tmp_path: Path, cache_dir: Path) -> None:
     path = tmp_path / "readme_code.py"
     path.write_text(readme_code() + USES, encoding="utf-8")
+    output, status = check(path, cache_dir)
+    assert status == 0, output
+
+
+def page_code(page: Path) -> str:
+    return "\n".join(code for _, code in python_blocks(page.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in DOCS if page_code(p)], ids=lambda p: str(p.relative_to(ROOT / "docs"))
+)
+def test_the_docs_type_check_strictly(page: Path, tmp_path: Path, cache_dir: Path) -> None:
+    code = page_code(page)
+    path = tmp_path / (page.stem.replace("-", "_") + ".py")
+    path.write_text(code, encoding="utf-8")
     output, status = check(path, cache_dir)
     assert status == 0, output
 

@@ -41,7 +41,17 @@ from sourcery.examples.bank import (
 from sourcery.replication import SyncReport, sync
 
 ACCOUNT = "account/acct-00001"
-ACTOR_KEYS = {"store", "actor", "heads", "siblings", "frontier", "snapshots", "loose_events"}
+ACTOR_KEYS = {
+    "store",
+    "actor",
+    "writers",
+    "state",
+    "heads",
+    "siblings",
+    "frontier",
+    "snapshots",
+    "loose_events",
+}
 SNAPSHOT_KEYS = {
     "clock",
     "parents",
@@ -204,7 +214,8 @@ def test_default_demo_heals_divergences(showcase: Demo) -> None:
     assert a is not None and b is not None and a > 0 and b > 0 and both == a + b
     merges = figures(out, "merge snapshots stored")[0]
     assert merges is not None and merges > 0
-    assert figures(out, "events merged")[2] or 0 > 0
+    merged = figures(out, "events merged")[2]
+    assert merged is not None and merged > 0
     found = re.search(r"([\d,]+) accounts had siblings", out)
     assert found and int(found.group(1).replace(",", "")) > 0
     # The picture of the most diverged account shows at least one merge.
@@ -325,6 +336,58 @@ def test_demo_exits_1_when_money_is_not_conserved_or_replicas_disagree(
         assert "account/acct-00001" in out
 
 
+def test_demo_prints_each_phase_as_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sourcery._apps.demo import replicated
+
+    seen: list[str] = []
+    heal = replicated._heal
+
+    async def healing(run: object) -> object:
+        # By the time the heal starts, phases 1 and 2 are on stdout already.
+        seen.append(capsys.readouterr().out)
+        return await heal(run)  # type: ignore[arg-type]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(replicated, "_heal", healing)
+    assert main(["demo", "--accounts", "5", "--commands", "60", "--seed", "2"]) == 0
+    (before_heal,) = seen
+    assert "phase 1  opened 5 accounts" in before_heal
+    assert "phase 2  partition" in before_heal
+    assert "phase 3" not in before_heal
+    rest = capsys.readouterr().out
+    assert "phase 3  heal" in rest and rest.index("phase 3") < rest.index("money conserved")
+
+
+def test_demo_shows_a_bar_with_the_phase_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    screens: list[str] = []
+    terminal = io.StringIO()
+    fake = Console(file=terminal, force_terminal=True, width=120, color_system=None)
+    monkeypatch.setattr("sourcery._apps.cli.entry.console", lambda stderr: fake)
+    monkeypatch.chdir(tmp_path)
+    made = demo_command._Bar.__init__
+
+    def watching(self: object, advance: object, describe: object) -> None:
+        def spy(text: str) -> None:  # what the bar is told as each phase ends
+            screens.append(text)
+            describe(text)  # type: ignore[operator]
+
+        made(self, advance, spy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(demo_command._Bar, "__init__", watching)
+    assert main(["demo", "--accounts", "5", "--commands", "60", "--seed", "2"]) == 0
+    assert screens == list(demo_command.PHASES[1:])
+    shown = terminal.getvalue()
+    assert "phase 1 open" in shown and "60/60" in shown  # the bar, drawn on the terminal
+
+
 def test_single_store_demo_exits_1_when_money_is_not_conserved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -432,10 +495,51 @@ def test_inspect_an_actor(demo: Demo, capsys: pytest.CaptureFixture[str]) -> Non
     assert "siblings: no" in out
     assert f"snapshots ({truth.snapshots})" in out
     assert "loose events (" in out
+    assert main(["inspect", str(demo.path), ACCOUNT, "--json"]) == 0
+    names = json.loads(capsys.readouterr().out)["writers"]
+    assert sorted(names.values()) == ["a"]  # one writer in the single-replica demo
+    legend = ", ".join(f"{name} = {writer}" for writer, name in names.items())
+    assert f"writers: {legend}" in out
     for writer, n in truth.heads[0].items():
-        assert f"{writer}: {n}" in out
+        assert f"{names[writer]}:{n}" in out
     for writer, n in truth.frontier.items():
-        assert f"{writer}: {n}" in out
+        assert f"frontier: {names[writer]}:{n}" in out
+
+
+def test_inspect_names_writers_as_the_picture_does_and_fits_80_columns(
+    showcase: Demo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    db = str(showcase.path)
+    assert main(["inspect", db, "--json", "--limit", "10000"]) == 0
+    refs = json.loads(capsys.readouterr().out)["actors"]
+    svg = tmp_path / "h.svg"
+    for ref in refs:  # the first account with a merge
+        assert main(["inspect", db, ref, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        if any(len(s["parents"]) > 1 for s in report["snapshots"]):
+            break
+    else:
+        pytest.fail("no merged account in the demo")
+    assert main(["inspect", db, ref, "--svg", str(svg)]) == 0
+    out = capsys.readouterr().out
+    names = report["writers"]
+    assert {"a", "b", "m1"} <= set(names.values())
+    picture = svg.read_text(encoding="utf-8")
+    merge = next(s for s in report["snapshots"] if len(s["parents"]) > 1)
+    label = " ".join(
+        f"{names[w]}:{n}"
+        for w, n in sorted(
+            merge["clock"].items(), key=lambda item: (names[item[0]][0] == "m", names[item[0]])
+        )
+    )
+    assert label in picture and label in out  # the same short names in both
+    for writer in names:
+        # a full writer id shows once, in the legend, never cut across lines in a table
+        assert out.count(writer) == 1, writer
 
 
 def test_inspect_json(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:
@@ -484,10 +588,76 @@ def test_inspect_lists_actors(demo: Demo, capsys: pytest.CaptureFixture[str]) ->
     assert report["more"] is False
 
 
-def test_inspect_an_unknown_actor(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", str(demo.path), "account/nobody", "--json"]) == 0
+def test_inspect_shows_the_current_state_with_the_app(
+    demo: Demo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truth = asyncio.run(_truth(demo.url, ActorRef.parse(ACCOUNT)))
+    app = "sourcery.examples.bank:accounts"
+    assert main(["inspect", str(demo.path), ACCOUNT, "--json", "--app", app]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["heads"] == [] and report["snapshots"] == [] and report["loose_events"] == []
+    state = report["state"]
+    assert state["value"]["balance"] == truth.balance
+    assert state["loose_events_applied"] == len(report["loose_events"]) > 0
+    assert main(["inspect", str(demo.path), ACCOUNT, "--app", app]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert 'loose events): {"owner": ' in out and f'"balance": {truth.balance}' in out
+    # Without the app, it says what it needs.
+    assert main(["inspect", str(demo.path), ACCOUNT]) == 0
+    assert "state: (give --app MODULE:ATTR" in " ".join(capsys.readouterr().out.split())
+    assert main(["inspect", str(demo.path), ACCOUNT, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"]["value"] is None
+    # An app without the actor's type, or without an actor, is refused.
+    assert main(["inspect", str(demo.path), "cart/c1", "--app", app]) == 1
+    assert "has no actor type 'cart'" in capsys.readouterr().err
+    assert main(["inspect", str(demo.path), "--app", app]) == 2
+
+
+def test_inspect_pages_through_the_actors(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(demo.path), "--json", "--limit", "1000"]) == 0
+    everyone = json.loads(capsys.readouterr().out)["actors"]
+    pages: list[list[str]] = []
+    after: list[str] = []
+    while True:
+        assert main(["inspect", str(demo.path), "--json", "--limit", "7", *after]) == 0
+        report = json.loads(capsys.readouterr().out)
+        pages.append(report["actors"])
+        if report["next"] is None:
+            break
+        after = ["--after", report["next"]]
+    assert [a for page in pages for a in page] == everyone
+    assert all(len(page) == 7 for page in pages[:-1])
+    assert main(["inspect", str(demo.path), "--limit", "7"]) == 0
+    out = capsys.readouterr().out
+    assert f"--after {pages[0][-1]}" in out
+    assert main(["inspect", str(demo.path), ACCOUNT, "--after", ACCOUNT]) == 2
+
+
+@pytest.mark.parametrize("form", [[], ["--json"]])
+def test_inspect_an_unknown_actor(
+    demo: Demo, form: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(demo.path), "account/nobody", *form]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "no actor account/nobody in" in " ".join(err.split())
+
+
+def test_inspect_cuts_a_long_payload_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "big.db"
+
+    async def write() -> None:
+        async with Runtime.open(f"sqlite:///{path}", [accounts]) as rt:
+            await rt.send(accounts("big"), Open("x" * 100_000))
+
+    asyncio.run(write())
+    assert main(["inspect", str(path), "account/big"]) == 0
+    short = capsys.readouterr().out
+    assert len(short) < 5_000
+    assert "more characters; --full shows all" in " ".join(short.split())
+    assert main(["inspect", str(path), "account/big", "--full"]) == 0
+    assert "x" * 100_000 in "".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("form", ["path", "url"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -167,6 +168,7 @@ def eventually(condition: Callable[[], bool], what: str, within: float = 60.0) -
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_worker_started_before_its_broker_waits_for_it(
     tmp_path: Path, private_broker: PrivateBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -218,8 +220,10 @@ def test_send_times_out_without_a_worker(broker: str, capsys: pytest.CaptureFixt
     [
         (["ghost/g1", "Deposit", "{}"], "no actor type 'ghost'"),
         (["account/a1", "Close", "{}"], "has no command 'Close'"),
-        (["account/a1", "Deposit", '{"amount": "five"}'], "cannot make a Deposit"),
-        (["account/a1", "Deposit", "not json"], "cannot make a Deposit"),
+        (["account/a1", "Deposit", '{"amount": "five"}'], "cannot make the command Deposit"),
+        (["account/a1", "Deposit", "not json"], "cannot make the command Deposit"),
+        (["account/a1", "Deposit", '{"amount": 5, "extra": 1}'], "has no field 'extra'"),
+        (["account/a1", "Deposit", "@/no/such/file.json"], "cannot read the command's JSON"),
         (["a1", "Deposit", "{}"], "type/id"),
     ],
 )
@@ -230,6 +234,34 @@ def test_send_refuses_what_it_cannot_make_a_command_of(
     code, _, err = send(capsys, "amqp://guest:guest@127.0.0.1:1/", *args)
     assert code == 1
     assert message in " ".join(err.split())
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_send_reads_the_json_from_a_file_or_stdin(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A field the command lacks is refused: so the JSON was read and checked.
+    text = '{"amount": 5, "extra": 1}'
+    if source == "file":
+        (tmp_path / "c.json").write_text(text)
+        arg = f"@{tmp_path / 'c.json'}"
+    else:
+        monkeypatch.setattr("sys.stdin", io.StringIO(text))
+        arg = "-"
+    code, _, err = send(capsys, "amqp://guest:guest@127.0.0.1:1/", "account/a1", "Deposit", arg)
+    assert code == 1
+    assert "has no field 'extra'" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [([], 0), (["-v", "send"], 1), (["send", "-v"], 1), (["send", "-vv"], 2), (["-vv", "send"], 2)],
+)
+def test_verbose_goes_before_or_after_the_subcommand(argv: list[str], level: int) -> None:
+    from sourcery._apps.cli.entry import _parser
+
+    args = _parser().parse_args([*(argv or ["send"]), BANK, "account/a1", "Deposit"])
+    assert args.verbose == level
 
 
 def test_send_and_worker_need_a_broker(capsys: pytest.CaptureFixture[str]) -> None:
@@ -248,11 +280,28 @@ def test_a_worker_does_not_wait_for_what_cannot_come(
     wrong = broker.replace("guest:guest@", "guest:not-the-password@", 1)
     assert wrong != broker
     assert main(["worker", BANK, "--store", good_store, "--broker", wrong]) == 1
-    assert "refused the user or password" in capsys.readouterr().err
-    missing = f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}"
-    assert main(["worker", BANK, "--store", missing, "--broker", broker]) == 1
     err = capsys.readouterr().err
+    assert "refused the user or password" in err
+    assert "<" not in err and "ProbableAuthenticationError" not in err  # no driver repr
+    assert len(err.strip().splitlines()) == 1
+    folder = tmp_path / "no-such-folder"
+    missing = f"sqlite:///{folder / 'x.db'}"
+    assert main(["worker", BANK, "--store", missing, "--broker", broker]) == 1
+    err = " ".join(capsys.readouterr().err.split())
     assert "unable to open database file" in err and "waiting:" not in err
+    assert f"cannot open the SQLite file {folder / 'x.db'}" in err
+    assert f"the folder {folder} does not exist" in err
+
+
+def test_an_unreachable_broker_is_one_line_in_our_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nowhere = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
+    assert main(["send", BANK, "account/a1", "Deposit", '{"amount": 1}', "--broker", nowhere]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "error: cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/: Connection refused"
+    ]
 
 
 def test_worker_refuses_an_app_that_is_not_actor_types(

@@ -8,39 +8,20 @@ clean up after the test.
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
+from services import REDIS, redis_down
 
 from sourcery._caches import Cache, open_cache
 from sourcery._caches.memory import MemoryCache
 from sourcery._caches.redis import RedisCache
 from sourcery._core.records import ActorRef
 
-REDIS = os.environ.get("SOURCERY_TEST_REDIS", "redis://127.0.0.1:6379/0")
-"""The server the Redis tests use; every test gets a key prefix of its own there."""
 TEST_PREFIX = "sourcery-test-"
-
-
-def redis_down() -> str | None:
-    parts = urlsplit(REDIS)
-    where = f"{parts.hostname}:{parts.port or 6379}"
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 2) as s:
-            s.sendall(b"PING\r\n")
-            s.settimeout(2)
-            answer = s.recv(64)
-    except OSError as exc:
-        return f"no Redis answers at {where} ({exc}); run scripts/ensure-services.sh"
-    if not answer.startswith((b"+PONG", b"-NOAUTH")):
-        return f"what answers at {where} is not Redis: {answer!r}"
-    return None
 
 
 def fresh_prefix() -> str:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from services import REDIS, redis_down
 
 from sourcery._caches import CacheEntry, open_cache
 from sourcery._caches.redis import RedisCache, RedisSettings, parse_redis_url
@@ -16,7 +17,7 @@ from sourcery._core.clock import VectorClock
 from sourcery._core.errors import ConfigurationError, DecodingError, StoreUnavailable
 from sourcery._core.records import ActorRef
 
-from .conftest import REDIS, delete_prefixed, fresh_prefix, redis_down
+from .conftest import delete_prefixed, fresh_prefix
 
 A = ActorRef("account", "a-1")
 ENTRY = CacheEntry(
@@ -124,12 +125,17 @@ async def test_the_password_is_never_in_an_unavailable_error() -> None:
 
 @needs_redis
 async def test_entries_expire_after_the_configured_ttl(prefix: str, raw: Redis) -> None:
-    cache = await open_cache(f"{REDIS}?prefix={prefix}&ttl=120&timeout=2")
+    cache = await open_cache(f"{REDIS}?prefix={prefix}&ttl=1&timeout=2")
     assert isinstance(cache, RedisCache)
     try:
         await cache.put(ENTRY)
-        ttl = await raw.ttl(cache.key(A))
-        assert 0 < ttl <= 120
+        assert 0 < await raw.ttl(cache.key(A)) <= 1
+        assert await cache.get(A) == ENTRY
+        deadline = asyncio.get_running_loop().time() + 10
+        while await raw.exists(cache.key(A)):  # Redis removes it after a second or so
+            assert asyncio.get_running_loop().time() < deadline, "the entry never expired"
+            await asyncio.sleep(0.05)
+        assert await cache.get(A) is None
     finally:
         await cache.aclose()
 

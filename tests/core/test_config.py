@@ -180,3 +180,17 @@ def test_store_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_redact(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_driver_errors_read_in_plain_words() -> None:
+    import aiormq
+
+    from sourcery._io.driver_errors import amqp_refused_login, reason
+
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
+    assert reason(refused) == "Connection refused"
+    wrapped = aiormq.exceptions.AMQPConnectionError(refused)
+    assert reason(wrapped) == "Connection refused"
+    login = aiormq.exceptions.ProbableAuthenticationError("ACCESS_REFUSED - Login was refused")
+    assert amqp_refused_login(login) and not amqp_refused_login(wrapped)
+    assert "<" not in reason(login)

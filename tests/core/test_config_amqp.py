@@ -63,6 +63,16 @@ def test_bad_parameters_are_refused(query: str) -> None:
         parse_amqp_url(f"amqp://127.0.0.1/?{query}")
 
 
+def test_unknown_parameters_are_refused_and_the_clients_own_passed_on() -> None:
+    with pytest.raises(ConfigurationError, match="unknown amqp URL parameter 'bogus'"):
+        parse_amqp_url("amqp://h/?prefix=x&bogus=1")
+    with pytest.raises(ConfigurationError, match="connection_timeout"):
+        parse_amqp_url("amqp://h/?connection_timeout=5")  # aiormq's is called timeout
+    s = parse_amqp_url("amqp://h/?prefix=x&heartbeat=5&timeout=3&name=w1&no_verify_ssl=1")
+    assert s.prefix == "x"
+    assert s.url == "amqp://h/?heartbeat=5&timeout=3&name=w1&no_verify_ssl=1"
+
+
 def test_sharing_can_be_turned_off_and_its_interval_set() -> None:
     s = parse_amqp_url("amqp://h/?share=0&share_interval=0.25&heartbeat=5")
     assert (s.share, s.share_interval, s.single_active) == (False, 0.25, True)

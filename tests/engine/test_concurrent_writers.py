@@ -93,10 +93,12 @@ async def test_concurrent_writers_heal_to_one_history(
         # Isolation really was broken: the writers made siblings (and, reloading, healed
         # some of them already while the other writer went on).
         diverged = sum(n > 1 for n in await heads_per_actor(a.store))
-        assert diverged > 0 or reload_every
         healed_on_the_way = a.resolutions.divergences + b.resolutions.divergences
-        assert diverged + healed_on_the_way > 0
-        assert (healed_on_the_way > 0) == bool(reload_every)
+        if reload_every:
+            assert healed_on_the_way > 0  # siblings formed, and reloading writers healed them
+        else:
+            assert diverged > 0  # siblings formed, and nobody healed them yet
+            assert healed_on_the_way == 0
 
         async with Runtime.open(f"sqlite:///{tmp_path / 'one.db'}", [kind]) as third:
             healed = await read_all(third, REFS)

@@ -24,7 +24,10 @@ from sourcery import Runtime, VectorClock
 from sourcery._core.codec import Codec
 from sourcery._core.history import fold
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
+]
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 ACTORS = 150

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
+import pytest
 from hypothesis import event as note_event
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -411,6 +412,7 @@ class DivergenceMachine(RuleBasedStateMachine):
 
 TestDivergence = DivergenceMachine.TestCase
 TestDivergence.settings = settings(max_examples=100, stateful_step_count=80, deadline=None)
+TestDivergence.pytestmark = [pytest.mark.slow]  # type: ignore[attr-defined]
 
 
 async def test_redelivery_to_another_replica_after_sync_is_not_applied_twice() -> None:

@@ -26,7 +26,10 @@ from partition_actor import Log, duplicates, log_kind
 from sourcery import Runtime, Store, VectorClock, open_store
 from sourcery.replication import sync
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
+]
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 ACTORS = 6
@@ -220,7 +223,16 @@ async def test_partition_and_kill_between_processes(tmp_path: Path) -> None:
         assert not duplicates(state.tokens), (ref, duplicates(state.tokens))
         assert clock.get(a0.writer) and clock.get(a1.writer) and clock.get(b0.writer), clock
         tokens.extend(state.tokens)
+        # Each worker sends one command at a time, so its tokens replay in the order sent.
+        sent: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for token in state.tokens:
+            prefix, worker, i = token.split(".")
+            sent[(prefix, worker)].append(int(i))
+        for key, order in sent.items():
+            assert order == sorted(order), (ref, key, order)
     assert not duplicates(tokens), duplicates(tokens)
+    # The partition really made siblings: merges healed them (the merge hook counts them).
+    assert sum(state.merges for state, _ in views[0]) > 0, "no actor ever had siblings"
 
     # Every acknowledged token is there; beyond them, at most the one message per worker
     # that was under way when its process was killed.

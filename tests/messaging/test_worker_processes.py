@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from private_broker import PrivateBroker
 from services import (
+    AMQP,
     POSTGRES,
     TEST_SCHEMA_PREFIX,
     amqp_down,
@@ -41,6 +42,7 @@ from sourcery._messaging.client import Client
 from sourcery._stores import Store, open_store
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
     pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down())),
     pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down())),
@@ -285,10 +287,11 @@ async def test_broken_isolation_makes_siblings_that_the_next_reader_heals(
 ) -> None:
     store_url, schema = postgres_url()
     # One queue, no single active consumer: both workers take commands of the same actors.
-    broker = amqp_url(queues=1, single_active=0, prefetch=50)
+    prefix = amqp_prefix()
+    broker = amqp_url(prefix, queues=1, single_active=0, prefetch=50)
     actors, per_actor = 10, 60
     with workers(tmp_path, store_url, broker, 2) as group:
-        await asyncio.sleep(3.0)  # both consume before the first command arrives
+        await consuming(f"{prefix}.commands.0", 2)  # both, before the first command
         async with Client.open(broker) as client:
             await asyncio.gather(
                 *(
@@ -321,6 +324,30 @@ async def test_broken_isolation_makes_siblings_that_the_next_reader_heals(
 FAULT_ACTORS = 50
 FAULT_AFTER = 300
 """Commands confirmed before a broker fault, and again after it before the client stops."""
+
+
+async def consuming(queue: str, count: int) -> None:
+    """Wait until ``count`` consumers take deliveries from ``queue`` (the broker says so)."""
+    import aio_pika
+    from aio_pika.exceptions import ChannelNotFoundEntity
+
+    deadline = time.monotonic() + GUARD
+    connection = await aio_pika.connect(AMQP, timeout=10)
+    async with connection:
+        while True:
+            channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+                result = declared.declaration_result
+                if (result.consumer_count or 0) >= count:
+                    return
+            except ChannelNotFoundEntity:
+                pass  # no worker has declared it yet
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+            assert time.monotonic() < deadline, f"fewer than {count} consumers on {queue}"
+            await asyncio.sleep(0.05)
 
 
 async def connected(group: Workers) -> None:

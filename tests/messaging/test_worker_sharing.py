@@ -34,6 +34,7 @@ from messaging.test_worker_processes import (
 from sourcery._core.config import parse_amqp_url
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
     pytest.mark.skipif(amqp_down() is not None, reason=str(amqp_down())),
     pytest.mark.skipif(postgres_down() is not None, reason=str(postgres_down())),

@@ -28,6 +28,7 @@ __all__ = [
     "clock_label",
     "layout",
     "short_names",
+    "writer_names",
 ]
 
 
@@ -59,6 +60,26 @@ def short_names(clocks: Iterable[VectorClock]) -> dict[str, str]:
             else:
                 names[writer] = _letters(plain)
                 plain += 1
+    return names
+
+
+def writer_names(
+    snapshots: Sequence[SnapshotRecord],
+    heads: Iterable[VectorClock] | None,
+    others: Iterable[str] = (),
+) -> dict[str, str]:
+    """The short names the history picture gives an actor's writers, plus names for
+    ``others`` (writers of loose events, say) that no snapshot covers yet."""
+    names = dict(_Graph.of(snapshots, heads).names)
+    for writer in others:
+        if writer in names:
+            continue
+        merge = writer.startswith(MERGE_WRITER_PREFIX)
+        taken = set(names.values())
+        i = 0
+        while (name := f"m{i + 1}" if merge else _letters(i)) in taken:
+            i += 1
+        names[writer] = name
     return names
 
 

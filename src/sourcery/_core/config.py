@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from sourcery._core.errors import ConfigurationError
 
 __all__ = [
+    "AMQP_DRIVER_PARAMS",
     "DEFAULT_STORE_URL",
     "AmqpSettings",
     "SqliteSettings",
@@ -177,14 +178,34 @@ class AmqpSettings:
 _AMQP_INTS = {"queues": (1, 1024), "attempts": (1, 1000), "prefetch": (1, 65535)}
 _AMQP_FLAGS = {"0": False, "1": True, "false": False, "true": True}
 _SHARE_INTERVAL = (0.05, 60.0)
+AMQP_DRIVER_PARAMS = frozenset(
+    {
+        "heartbeat",
+        "timeout",
+        "name",
+        "auth",
+        "cafile",
+        "capath",
+        "cadata",
+        "keyfile",
+        "certfile",
+        "no_verify_ssl",
+        "interleave",
+        "happy_eyeballs_delay",
+        "reconnect_interval",
+        "fail_fast",
+    }
+)
+"""The AMQP client's own URL parameters (aiormq, aio-pika), passed on to it untouched."""
 
 
 def parse_amqp_url(url: str) -> AmqpSettings:
     """``amqp://user:pass@host:5672/vhost?prefix=…&queues=…&attempts=…&prefetch=…``
     (and ``single_active=``, ``share=``, ``share_interval=``).
 
-    Other query parameters (``heartbeat``, ``connection_timeout`` …) are passed to the
-    AMQP client untouched.
+    The AMQP client's own parameters (:data:`AMQP_DRIVER_PARAMS`: ``heartbeat``,
+    ``timeout``, ``name``, the TLS files …) are passed to it untouched; any other is an
+    error, as for every URL.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("amqp", "amqps"):
@@ -231,8 +252,14 @@ def parse_amqp_url(url: str) -> AmqpSettings:
             if not low <= number <= high:
                 raise ConfigurationError(f"{key} must be in {low}..{high}, got {number}")
             numbers[key] = number
-        else:
+        elif key in AMQP_DRIVER_PARAMS:
             rest.append((key, value))
+        else:
+            ours = ["prefix", "single_active", "share", "share_interval", *_AMQP_INTS]
+            raise ConfigurationError(
+                f"unknown amqp URL parameter {key!r}: Sourcery's are {', '.join(ours)};"
+                f" the client's own are {', '.join(sorted(AMQP_DRIVER_PARAMS))}"
+            )
     if share and not single_active:
         raise ConfigurationError("share=1 needs single_active=1: the leases rely on it")
     query = "&".join(f"{k}={v}" for k, v in rest)

@@ -2,7 +2,9 @@
 
 Records never change and every key is unique, so a copy is a plain union: any order, any
 number of times. Each pull commits the copied records together with the destination's
-checkpoint for that source, so an interrupted copy resumes exactly where it stopped.
+checkpoint for that source, so an interrupted copy resumes exactly where it stopped. A pull
+leaves out what the destination already holds (such as the records it sent the source
+itself), so a sync after a sync copies nothing back: records are not echoed.
 Cutting a link is a partition; restoring it heals, and the next read of a diverged actor
 resolves its heads.
 """
@@ -16,7 +18,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sourcery._core.errors import ConfigurationError, SourceryError
-from sourcery._core.records import ActorRef, Checkpoint, CommitBatch
+from sourcery._core.records import (
+    ActorRef,
+    Checkpoint,
+    Chunk,
+    CommitBatch,
+    EventRecord,
+    MessageRecord,
+    PackRecord,
+    SnapshotRecord,
+)
 from sourcery._stores import Store
 
 __all__ = ["DEFAULT_CHUNK", "Replicator", "SyncReport", "catch_up", "pull", "sync"]
@@ -33,7 +44,21 @@ Touched = Callable[[set[ActorRef]], None]
 async def pull(
     source: Store, destination: Store, *, limit: int = DEFAULT_CHUNK, touched: Touched | None = None
 ) -> int:
-    """Copy the next chunk the destination lacks; return how many records it copied."""
+    """Copy the next chunk the destination lacks; return how many records it copied.
+
+    Chunks that hold only records the destination has already are passed over (their
+    checkpoint committed), so 0 means the destination has caught up with the source.
+    """
+    while True:
+        copied, moved = await _pull(source, destination, limit=limit, touched=touched)
+        if copied or not moved:
+            return copied
+
+
+async def _pull(
+    source: Store, destination: Store, *, limit: int, touched: Touched | None
+) -> tuple[int, bool]:
+    """Records copied, and whether the checkpoint moved (there may be more to read)."""
     if limit < 1:
         raise ConfigurationError(f"limit must be at least 1, got {limit}")
     source_id = await source.identity()
@@ -45,29 +70,53 @@ async def pull(
     )
     if chunk.restarted:
         log.warning("source %s no longer matches its checkpoint; copying it again", source_id)
-    copied = len(chunk.events) + 2 * len(chunk.snapshots) + len(chunk.messages)
+    events, snapshots, messages = await _lacking(destination, chunk)
+    copied = len(events) + 2 * len(snapshots) + len(messages)
     moved = (
         chunk.events_to != checkpoint.events
         or chunk.snapshots_to != checkpoint.snapshots
         or chunk.messages_to != checkpoint.messages
     )
     if not copied and not moved:
-        return 0
+        return 0, False
     await destination.commit(
         CommitBatch(
-            events=list(chunk.events),
-            snapshots=list(chunk.snapshots),
-            messages=list(chunk.messages),
+            events=events,
+            snapshots=snapshots,
+            messages=messages,
             checkpoint=Checkpoint(
                 source_id, chunk.events_to, chunk.snapshots_to, chunk.messages_to
             ),
         )
     )
     if touched is not None and copied:
-        actors = {e.actor for e in chunk.events}
-        actors.update(s.actor for s, _ in chunk.snapshots)
+        actors = {e.actor for e in events}
+        actors.update(s.actor for s, _ in snapshots)
         touched(actors)
-    return copied
+    return copied, moved
+
+
+async def _lacking(
+    destination: Store, chunk: Chunk
+) -> tuple[list[EventRecord], list[tuple[SnapshotRecord, PackRecord]], list[MessageRecord]]:
+    """The chunk's records that the destination does not hold yet (one look-up per actor
+    for events, per record for snapshots and messages)."""
+    dots: dict[ActorRef, list[tuple[str, int]]] = {}
+    for e in chunk.events:
+        dots.setdefault(e.actor, []).append((e.writer, e.n))
+    held: set[tuple[ActorRef, str, int]] = set()
+    for actor, wanted in dots.items():
+        held.update((actor, e.writer, e.n) for e in await destination.events(actor, wanted))
+    events = [e for e in chunk.events if (e.actor, e.writer, e.n) not in held]
+    snapshots = [
+        (s, pack)
+        for s, pack in chunk.snapshots
+        if await destination.snapshot(s.actor, s.clock) is None
+    ]
+    messages = [
+        m for m in chunk.messages if await destination.message(m.actor, m.message_id) is None
+    ]
+    return events, snapshots, messages
 
 
 async def catch_up(
@@ -75,9 +124,11 @@ async def catch_up(
 ) -> int:
     """Pull until the destination has everything the source had; return records copied."""
     total = 0
-    while copied := await pull(source, destination, limit=limit, touched=touched):
+    while True:
+        copied, moved = await _pull(source, destination, limit=limit, touched=touched)
         total += copied
-    return total
+        if not moved:
+            return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +180,7 @@ class Replicator:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._connected.set()
+        self._parked = False
         self.records_copied = 0
         self.rounds = 0
         self.errors = 0
@@ -136,6 +188,11 @@ class Replicator:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def parked(self) -> bool:
+        """Cut, with no round under way: nothing is copied until ``restore()``."""
+        return self._parked and not self._connected.is_set()
 
     def cut(self) -> None:
         """Stop copying: the replicas are partitioned from each other."""
@@ -164,7 +221,12 @@ class Replicator:
 
     async def _run(self) -> None:
         while True:
-            await self._connected.wait()
+            if not self._connected.is_set():
+                self._parked = True
+                try:
+                    await self._connected.wait()
+                finally:
+                    self._parked = False
             try:
                 await self.run_once()
             except SourceryError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,17 @@ from sourcery._core.errors import (
     StoreUnavailable,
 )
 
-__all__ = ["DriverErrors", "amqp", "amqp_channel", "describe", "postgres", "redis", "sqlite"]
+__all__ = [
+    "DriverErrors",
+    "amqp",
+    "amqp_channel",
+    "amqp_refused_login",
+    "describe",
+    "postgres",
+    "reason",
+    "redis",
+    "sqlite",
+]
 
 Errors = tuple[type[BaseException], ...]
 
@@ -36,6 +47,35 @@ def describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
+
+
+def reason(exc: BaseException) -> str:
+    """Why a connection failed, in plain words and on one line: the system's words for an
+    OS error number (``Connection refused``), else the driver's message without its class
+    and repr (aiormq's errors print as ``<AMQPConnectionError: (111, '...')>``)."""
+    args = exc.args
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno)  # asyncio's own strerror is "Connect call failed (...)"
+    if args and isinstance(args[0], BaseException):
+        return reason(args[0])
+    if len(args) >= 1 and isinstance(args[0], int) and not isinstance(args[0], bool):
+        try:
+            return os.strerror(args[0])
+        except ValueError:
+            pass
+    if args and isinstance(args[0], str) and args[0].strip():
+        return " ".join(args[0].split())
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    return describe(exc)
+
+
+def amqp_refused_login(exc: BaseException) -> bool:
+    """Whether RabbitMQ refused the user or password (retrying will not fix that)."""
+    import aiormq
+
+    refused = (aiormq.exceptions.AuthenticationError, aiormq.exceptions.ProbableAuthenticationError)
+    return isinstance(exc, refused)
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,8 +157,9 @@ class Inspection(StoreResource, Protocol):
     async def schema_version(self) -> int:
         """The version of the schema the store holds (opening it migrated it)."""
 
-    async def actors(self, limit: int = 100) -> list[ActorRef]:
-        """Some actors this store holds events of, for inspection."""
+    async def actors(self, limit: int = 100, after: ActorRef | None = None) -> list[ActorRef]:
+        """Up to ``limit`` actors this store holds events of, for inspection, in the store's
+        order of ``(type, id)``; ``after`` pages on from the last actor of a listing."""
 
     async def snapshots(self, actor: ActorRef) -> list[SnapshotRecord]:
         """Every snapshot of the actor, oldest first. For inspection, not the hot path."""

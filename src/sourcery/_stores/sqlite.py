@@ -216,7 +216,7 @@ class SqliteStore(SqlStore):
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
     def _connect(self) -> sqlite3.Connection:
-        with self._errors.translated("sqlite open failed"):
+        with self._errors.translated(_cannot_open(self.settings.path)):
             con = sqlite3.connect(
                 self.settings.path,
                 isolation_level=None,
@@ -296,3 +296,12 @@ class SqliteStore(SqlStore):
                 await loop.run_in_executor(executor, con.close)
         self._read_exec.shutdown(wait=True)
         self._write_exec.shutdown(wait=True)
+
+
+def _cannot_open(path: str) -> str:
+    """What a SQLite file that does not open is called in the error: its path, and the
+    likely reason when its folder is missing (sqlite3 says only "unable to open")."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if path != ":memory:" and not os.path.isdir(folder):
+        return f"cannot open the SQLite file {path} (the folder {folder} does not exist)"
+    return f"cannot open the SQLite file {path}"

@@ -173,6 +173,20 @@ class ReadContract(StoreHarness):
         few = await store.actors(limit=3)
         assert len(few) == 3 and set(few) <= set(refs)
 
+    async def test_actors_page_on_after_the_last_listed(self, store: Store) -> None:
+        refs = [ActorRef(kind, f"id-{i}") for kind in ("account", "cart") for i in range(7)]
+        await store.commit(CommitBatch(events=[event(r, "w1", 1) for r in refs]))
+        pages: list[list[ActorRef]] = []
+        after: ActorRef | None = None
+        while page := await store.actors(limit=4, after=after):
+            assert len(page) <= 4
+            pages.append(page)
+            after = page[-1]
+        listed = [ref for page in pages for ref in page]
+        assert len(pages) == 4
+        assert listed == await store.actors(limit=100)  # the same order, nothing twice
+        assert sorted(listed, key=str) == sorted(refs, key=str)
+
         # -- hostile strings and bytes
 
     async def test_hostile_strings_round_trip_exactly(self, store: Store) -> None:

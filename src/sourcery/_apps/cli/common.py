@@ -31,11 +31,11 @@ __all__ = [
     "existing_stores",
     "flush",
     "label",
+    "logging_to",
     "one_line",
     "positive",
     "run",
     "seconds",
-    "setup_logging",
     "stop_signals",
 ]
 
@@ -53,8 +53,15 @@ def console(*, stderr: bool) -> Console:
     return out
 
 
-def setup_logging(logger: logging.Logger, console: Console, verbose: int) -> logging.Handler:
-    """Send the library's logs to stderr through rich; -v shows info, -vv debug.
+DRIVER_LOGGERS = ("aiormq", "aio_pika", "asyncpg", "redis")
+"""The drivers' own loggers: their lines say what ours already say, in their words (an
+unreachable broker logged by aiormq on every retry), so only -vv shows them."""
+
+
+@contextlib.contextmanager
+def logging_to(console: Console, verbose: int) -> Iterator[None]:
+    """Send the library's logs to stderr through rich; -v shows info, -vv debug, and the
+    drivers' own logs too (without -vv they are dropped: the error we raise says it all).
 
     Only for the duration of ``main``: it is undone on the way out, so that calling
     ``main`` in-process leaves logging as it found it.
@@ -62,9 +69,24 @@ def setup_logging(logger: logging.Logger, console: Console, verbose: int) -> log
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = RichHandler(console=console, show_path=verbose > 1, rich_tracebacks=True)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.setLevel(level)
-    logger.addHandler(handler)
-    return handler
+    ours = logging.getLogger("sourcery")
+    was = ours.level
+    ours.setLevel(level)
+    ours.addHandler(handler)
+    drivers = [logging.getLogger(name) for name in DRIVER_LOGGERS]
+    quiet = handler if verbose > 1 else logging.NullHandler()
+    saved = [(d, d.propagate) for d in drivers]
+    for driver in drivers:
+        driver.addHandler(quiet)
+        driver.propagate = False  # ours (or nothing), not also the root logger's
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(was)
+        for driver, propagate in saved:
+            driver.removeHandler(quiet)
+            driver.propagate = propagate
 
 
 def one_line(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sourcery._apps.cli.common import as_url, positive, run
-from sourcery._apps.cli.demo_report import print_demo, print_replicated_demo
-from sourcery._apps.demo import DEFAULT_SNAPSHOT_EVERY, run_demo, run_replicated_demo
+from sourcery._apps.cli.common import as_url, flush, positive, run
+from sourcery._apps.cli.demo_report import print_demo, print_phase, print_replicated_demo
+from sourcery._apps.demo import DEFAULT_SNAPSHOT_EVERY, PhaseDone, run_demo, run_replicated_demo
 from sourcery._core.config import redact
 
-__all__ = ["DEMO_REPLICAS", "DEMO_SVG", "add_parsers"]
+__all__ = ["DEMO_REPLICAS", "DEMO_SVG", "PHASES", "add_parsers"]
 
 DEMO_REPLICAS = ("sourcery-demo-a.db", "sourcery-demo-b.db")
 DEMO_SVG = "sourcery-demo-history.svg"
@@ -97,8 +98,18 @@ def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     )
     for side, name in zip("AB", DEMO_REPLICAS, strict=True):
         out.print(f"  replica {side}: [bold]{escape(name)}[/bold]")
-    with _progress(out, args.commands) as advance:
-        result = run(run_replicated_demo(urls[0], urls[1], progress=advance, **_workload(args)))
+    with _progress(out, args.commands, PHASES[0]) as bar:
+
+        def phase_done(phase: PhaseDone) -> None:
+            print_phase(out, phase)
+            flush(out)  # a pipe or a log file sees each phase as it ends
+            bar.describe(PHASES[min(phase.number, len(PHASES) - 1)])
+
+        result = run(
+            run_replicated_demo(
+                urls[0], urls[1], progress=bar.advance, on_phase=phase_done, **_workload(args)
+            )
+        )
     svg: str | None = None
     if result.most_diverged is not None:
         Path(DEMO_SVG).write_text(result.history_svg, encoding="utf-8")
@@ -112,8 +123,8 @@ def _single_demo(args: argparse.Namespace, out: Console, url: str) -> int:
         f"Sourcery demo: {args.accounts} accounts, {args.commands} commands, "
         f"{args.concurrency} at a time, on [bold]{escape(redact(url))}[/bold]"
     )
-    with _progress(out, args.commands) as advance:
-        result = run(run_demo(url, progress=advance, **_workload(args)))
+    with _progress(out, args.commands, "commands") as bar:
+        result = run(run_demo(url, progress=bar.advance, **_workload(args)))
     print_demo(out, result)
     return 0 if result.ok else 1
 
@@ -129,21 +140,37 @@ def _workload(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+PHASES = ("phase 1 open", "phase 2 partition", "phase 3 heal", "audit")
+"""What the replicated demo's bar says while each phase runs (then the audit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Bar:
+    advance: Callable[[int], None]
+    """Commands done so far."""
+    describe: Callable[[str], None]
+    """What is under way (the phase)."""
+
+
 @contextlib.contextmanager
-def _progress(out: Console, total: int) -> Iterator[Callable[[int], None]]:
-    """A bar of commands done, on a terminal only; yields the function that moves it."""
+def _progress(out: Console, total: int, what: str) -> Iterator[_Bar]:
+    """A bar of commands done and of the phase under way, on a terminal only (a bar means
+    nothing in a pipe or a file, which get the phase lines instead)."""
     with Progress(
-        TextColumn("commands"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=out,
         transient=True,
-        disable=not out.is_terminal,  # a bar means nothing in a pipe or a file
+        disable=not out.is_terminal,
     ) as bar:
-        task = bar.add_task("commands", total=total)
+        task = bar.add_task(what, total=total)
 
         def advance(done: int) -> None:
             bar.update(task, completed=done)
 
-        yield advance
+        def describe(text: str) -> None:
+            bar.update(task, description=text)
+
+        yield _Bar(advance, describe)

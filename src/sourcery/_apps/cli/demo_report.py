@@ -7,14 +7,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sourcery._apps.demo import DemoResult, ReplicatedDemoResult
+from sourcery._apps.demo import DemoResult, PhaseDone, ReplicatedDemoResult
 
-__all__ = ["print_demo", "print_replicated_demo"]
+__all__ = ["print_demo", "print_phase", "print_replicated_demo"]
 
 
 def print_replicated_demo(out: Console, r: ReplicatedDemoResult, svg: str | None) -> None:
-    """The two-replica run: its phases, a table per replica, the verdicts, the picture."""
-    _print_phases(out, r)
+    """The two-replica run, after its phases (:func:`print_phase`): a table per replica,
+    the verdicts, the picture."""
     out.print(_replicated_table(r))
     out.print(
         f"money acknowledged on both sides (deposited - withdrawn): {r.money_in:,}; "
@@ -31,24 +31,28 @@ def print_replicated_demo(out: Console, r: ReplicatedDemoResult, svg: str | None
         )
 
 
-def _print_phases(out: Console, r: ReplicatedDemoResult) -> None:
-    a, b = r.a, r.b
-    out.print(
-        f"phase 1  opened {r.accounts:,} accounts and deposited on A ({r.opening_commands:,} "
-        f"commands); sync copied {r.opening.a_to_b:,} records A -> B"
-    )
-    out.print(
-        f"phase 2  partition: {a.commands - r.opening_commands:,} commands on A and "
-        f"{b.commands:,} on B at once, no sync; the two sides' accounts diverge"
-    )
-    out.print(
-        f"phase 3  heal: sync copied {r.heal.a_to_b:,} records A -> B and {r.heal.b_to_a:,} "
-        f"B -> A; {r.siblings:,} accounts had siblings (divergent heads)"
-    )
-    out.print(
-        "         read every account on both replicas (resolving the siblings), "
-        f"sync ({r.settle.records:,} records), read again"
-    )
+def print_phase(out: Console, phase: PhaseDone) -> None:
+    """One phase of the replicated demo, as soon as it ended."""
+    f, took = phase.figures, f"({phase.seconds:,.2f} s)"
+    if phase.number == 1:
+        out.print(
+            f"phase 1  opened {f['accounts']:,} accounts and deposited on A ({f['commands']:,} "
+            f"commands); sync copied {f['copied']:,} records A -> B {took}"
+        )
+    elif phase.number == 2:
+        out.print(
+            f"phase 2  partition: {f['commands_a']:,} commands on A and {f['commands_b']:,} "
+            f"on B at once, no sync; the two sides' accounts diverge {took}"
+        )
+    else:
+        out.print(
+            f"phase 3  heal: sync copied {f['a_to_b']:,} records A -> B and {f['b_to_a']:,} "
+            f"B -> A; {f['siblings']:,} accounts had siblings (divergent heads) {took}"
+        )
+        out.print(
+            "         read every account on both replicas (resolving the siblings), "
+            f"sync ({f['settled']:,} records), read again"
+        )
 
 
 def _replicated_table(r: ReplicatedDemoResult) -> Table:

@@ -12,10 +12,11 @@ import argparse
 import logging
 from collections.abc import Sequence
 
+from rich.console import Console
 from rich.markup import escape
 
 from sourcery._apps.cli import demo, inspect, stores, worker
-from sourcery._apps.cli.common import console, one_line, setup_logging
+from sourcery._apps.cli.common import console, logging_to, one_line
 from sourcery._core.errors import SourceryError
 from sourcery._core.version import __version__
 
@@ -37,9 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     out = console(stderr=False)
     err = console(stderr=True)
-    logger = logging.getLogger("sourcery")
-    level = logger.level
-    handler = setup_logging(logger, err, args.verbose)
+    with logging_to(err, args.verbose):
+        return _run(args, out, err)
+
+
+def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Run the command; print what it raised as one line and turn it into an exit code."""
     try:
         result: int = args.run(args, out, err)
         return result
@@ -50,9 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         return 130
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,4 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (demo, inspect, stores, worker):
         module.add_parsers(commands)
+    for command in commands.choices.values():  # -v after the subcommand too
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="log more (-v info, -vv debug)",
+        )
     return parser

@@ -18,10 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from sourcery._apps.cli.common import existing_store, run
+from sourcery._apps.cli.common import existing_store, positive, run
 from sourcery._apps.cli.inspect_report import ACTORS_LISTED, actor_report, actors_report
-from sourcery._apps.cli.inspect_tables import print_actor, print_actors
+from sourcery._apps.cli.inspect_state import actor_kind, current_state
+from sourcery._apps.cli.inspect_tables import SHOWN_CHARS, print_actor, print_actors
 from sourcery._apps.history_svg import render
+from sourcery._core.actor import ActorType
 from sourcery._core.clock import VectorClock
 from sourcery._core.config import redact
 from sourcery._core.records import ActorRef
@@ -42,6 +44,27 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument(
+        "--after",
+        metavar="TYPE/ID",
+        help="list the actors that come after this one (the next page of a listing)",
+    )
+    inspect.add_argument(
+        "--limit",
+        type=positive,
+        default=ACTORS_LISTED,
+        help=f"actors a listing shows at most (default: {ACTORS_LISTED})",
+    )
+    inspect.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="your actor type(s), to show the actor's current state decoded",
+    )
+    inspect.add_argument(
+        "--full",
+        action="store_true",
+        help=f"show states and payloads whole (tables cut them at {SHOWN_CHARS} characters)",
+    )
+    inspect.add_argument(
         "--svg",
         metavar="PATH",
         help="also draw the actor's history (snapshots and parent links) to an SVG file",
@@ -52,19 +75,34 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _check(args: argparse.Namespace) -> str | None:
     if args.svg and not args.actor:
         return "--svg draws one actor's history: give TYPE/ID"
+    if args.app and not args.actor:
+        return "--app decodes one actor's state: give TYPE/ID"
+    if args.after and args.actor:
+        return "--after pages through the list of actors: give no TYPE/ID"
     return None
 
 
 def _inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     url = existing_store(args.store)
     actor = ActorRef.parse(args.actor) if args.actor else None
-    report, svg = run(_inspect_store(url, actor, svg=bool(args.svg)))
+    after = ActorRef.parse(args.after) if args.after else None
+    kind = None
+    if args.app and actor is not None:
+        from sourcery._apps.loader import load_app
+
+        kind = actor_kind(load_app(args.app), actor)
+    report, svg = run(
+        _inspect_store(url, actor, svg=bool(args.svg), after=after, limit=args.limit, kind=kind)
+    )
+    if actor is not None and not (report["heads"] or report["loose_events"]):
+        err.print(f"[red]error:[/red] no actor {escape(str(actor))} in {escape(report['store'])}")
+        return 1
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     elif actor is None:
         print_actors(out, report)
     else:
-        print_actor(out, report)
+        print_actor(out, report, full=args.full)
     if svg is not None:
         Path(args.svg).write_text(svg, encoding="utf-8")
         (err if args.json else out).print(f"history drawn to {escape(args.svg)}")
@@ -72,21 +110,32 @@ def _inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 async def _inspect_store(
-    url: str, actor: ActorRef | None, *, svg: bool = False
+    url: str,
+    actor: ActorRef | None,
+    *,
+    svg: bool = False,
+    after: ActorRef | None = None,
+    limit: int = ACTORS_LISTED,
+    kind: ActorType[Any, Any, Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     log.info("inspecting %s", redact(url))
     store = await open_store(url)
     try:
         if actor is None:
-            refs = await store.actors(limit=ACTORS_LISTED + 1)
-            return actors_report(redact(url), refs), None
-        return await _read_actor(store, url, actor, svg=svg)
+            refs = await store.actors(limit=limit + 1, after=after)
+            return actors_report(redact(url), refs, limit), None
+        return await _read_actor(store, url, actor, svg=svg, kind=kind)
     finally:
         await store.aclose()
 
 
 async def _read_actor(
-    store: Store, url: str, actor: ActorRef, *, svg: bool = False
+    store: Store,
+    url: str,
+    actor: ActorRef,
+    *,
+    svg: bool = False,
+    kind: ActorType[Any, Any, Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """The actor's report, and its history as SVG if asked."""
     heads = await store.heads(actor)
@@ -98,6 +147,7 @@ async def _read_actor(
     covered = VectorClock.merge_all(h.clock for h in heads)
     loose = await store.loose_events(actor, covered)
     report = actor_report(redact(url), actor, heads, frontier, snapshots, packs, loose)
+    report["state"] = current_state(kind, heads, loose)
     picture = None
     if svg:
         by_clock = {s.clock: pack for s, pack in zip(snapshots, packs, strict=True)}

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from sourcery._apps.history_layout import writer_names
 from sourcery._core.clock import VectorClock
 from sourcery._core.ids import format_id, id_from_bytes
 from sourcery._core.merge import MERGE_WRITER_PREFIX
@@ -21,15 +22,21 @@ from sourcery._core.records import ActorRef, EventRecord, PackRecord, SnapshotRe
 __all__ = ["ACTORS_LISTED", "actor_report", "actors_report"]
 
 ACTORS_LISTED = 50
-"""Actors a listing shows at most."""
+"""Actors a listing shows at most, unless told (``--limit``)."""
 
 
-def actors_report(store: str, refs: Sequence[ActorRef]) -> dict[str, Any]:
-    """The listing of a store's actors; ``refs`` may hold one more than is listed."""
+def actors_report(
+    store: str, refs: Sequence[ActorRef], limit: int = ACTORS_LISTED
+) -> dict[str, Any]:
+    """One page of a store's actors; ``refs`` may hold one more than is listed. ``next``
+    is where the next page starts after (``--after``), or None on the last page."""
+    listed = [str(ref) for ref in refs[:limit]]
+    more = len(refs) > limit
     return {
         "store": store,
-        "actors": [str(ref) for ref in refs[:ACTORS_LISTED]],
-        "more": len(refs) > ACTORS_LISTED,
+        "actors": listed,
+        "more": more,
+        "next": listed[-1] if more else None,
     }
 
 
@@ -43,11 +50,14 @@ def actor_report(
     loose: Sequence[EventRecord],
 ) -> dict[str, Any]:
     """One actor: its heads, frontier, snapshots (``packs`` in the same order) and loose
-    events, oldest first."""
+    events, oldest first. ``writers`` gives each writer id the short name that the history
+    picture (``--svg``) uses for it."""
     head_clocks = {h.clock for h in heads}
+    names = writer_names(snapshots, [h.clock for h in heads], [*frontier.writers()])
     return {
         "store": store,
         "actor": str(actor),
+        "writers": names,
         "heads": [_head(h) for h in heads],
         "siblings": len(heads) > 1,
         "frontier": frontier.as_dict(),

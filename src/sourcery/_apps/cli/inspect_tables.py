@@ -11,9 +11,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sourcery._apps.cli.inspect_report import ACTORS_LISTED
+from sourcery._apps.history_layout import clock_label
+from sourcery._core.clock import VectorClock
 
-__all__ = ["print_actor", "print_actors"]
+__all__ = ["SHOWN_CHARS", "print_actor", "print_actors"]
+
+Names = dict[str, str]
+"""Writer id -> its short name (``a``, ``b``, ``m1``), as in the history picture."""
+
+SHOWN_CHARS = 200
+"""A state or payload longer than this (as JSON) is cut in tables, unless ``--full``."""
 
 
 def print_actors(out: Console, report: dict[str, Any]) -> None:
@@ -25,12 +32,16 @@ def print_actors(out: Console, report: dict[str, Any]) -> None:
     out.print(f"actors in {escape(report['store'])}:")
     for name in actors:
         out.print(f"  {escape(name)}")
-    if report["more"]:
-        out.print(f"(only the first {ACTORS_LISTED} are shown)")
+    if report["next"] is not None:
+        out.print(f"(more: add --after {escape(report['next'])} for the next page)")
 
 
-def print_actor(out: Console, r: dict[str, Any]) -> None:
-    """One actor: whether it has siblings, its frontier, then a table of each part."""
+def print_actor(out: Console, r: dict[str, Any], *, full: bool = False) -> None:
+    """One actor: whether it has siblings, its frontier, then a table of each part.
+
+    States and payloads are cut at :data:`SHOWN_CHARS` characters unless ``full``."""
+    limit = None if full else SHOWN_CHARS
+    names: dict[str, str] = r["writers"]
     heads: list[dict[str, Any]] = r["heads"]
     out.print(f"[bold]{escape(r['actor'])}[/bold] in {escape(r['store'])}")
     if r["siblings"]:
@@ -40,20 +51,34 @@ def print_actor(out: Console, r: dict[str, Any]) -> None:
         )
     else:
         out.print(f"siblings: no ({len(heads)} head{'' if len(heads) == 1 else 's'})")
-    out.print(f"frontier: {escape(_clock(r['frontier']))}")
-    out.print(_heads_table(heads))
-    out.print(_snapshots_table(r["snapshots"]))
-    out.print(_loose_events_table(r["loose_events"]))
+    legend = ", ".join(f"{name} = {writer}" for writer, name in names.items())
+    out.print(f"writers: {escape(legend) or '(none)'}")
+    out.print(f"frontier: {escape(_clock(r['frontier'], names))}")
+    out.print(_state_line(r["state"], limit))
+    out.print(_heads_table(heads, names, limit))
+    out.print(_snapshots_table(r["snapshots"], names))
+    out.print(_loose_events_table(r["loose_events"], names, limit))
 
 
-def _heads_table(heads: list[dict[str, Any]]) -> Table:
+def _state_line(state: dict[str, Any], limit: int | None) -> str:
+    """The current state: the head's plus the loose events, or why it is not shown."""
+    if state["note"] is not None:
+        return f"state: ({escape(state['note'])})"
+    applied = state["loose_events_applied"]
+    source = f"head + {applied} loose event{'' if applied == 1 else 's'}"
+    return f"state ({source}): {escape(_json(state['value'], limit))}"
+
+
+def _heads_table(heads: list[dict[str, Any]], names: Names, limit: int | None) -> Table:
     table = _table(f"heads ({len(heads)})", "clock", "timestamp", "state")
     for h in heads:
-        table.add_row(escape(_clock(h["clock"])), h["timestamp"], escape(_json(h["state"])))
+        table.add_row(
+            escape(_clock(h["clock"], names)), h["timestamp"], escape(_json(h["state"], limit))
+        )
     return table
 
 
-def _snapshots_table(snapshots: list[dict[str, Any]]) -> Table:
+def _snapshots_table(snapshots: list[dict[str, Any]], names: Names) -> Table:
     table = _table(
         f"snapshots ({len(snapshots)})",
         "#",
@@ -65,11 +90,11 @@ def _snapshots_table(snapshots: list[dict[str, Any]]) -> Table:
         "pack events",
     )
     for i, s in enumerate(snapshots, 1):
-        parents = ", ".join(_clock(p) for p in s["parents"]) or "(root)"
+        parents = ", ".join(_clock(p, names) for p in s["parents"]) or "(root)"
         pack = "missing" if s["pack_events"] is None else str(s["pack_events"])
         table.add_row(
             str(i),
-            escape(_clock(s["clock"])),
+            escape(_clock(s["clock"], names)),
             escape(parents),
             _roles(s),
             s["timestamp"],
@@ -91,7 +116,7 @@ def _roles(snapshot: dict[str, Any]) -> str:
     return ", ".join(roles)
 
 
-def _loose_events_table(events: list[dict[str, Any]]) -> Table:
+def _loose_events_table(events: list[dict[str, Any]], names: Names, limit: int | None) -> Table:
     table = _table(
         f"loose events ({len(events)})",
         "dot",
@@ -105,13 +130,13 @@ def _loose_events_table(events: list[dict[str, Any]]) -> Table:
     for e in events:
         writer, n = e["dot"]
         table.add_row(
-            escape(f"{writer}:{n}"),
+            escape(f"{names.get(writer, writer)}:{n}"),
             e["id"],
             e["timestamp"],
             escape(e["initiated_by"]),
             escape(e["type"]),
             str(e["version"]),
-            escape(_json(e["payload"])),
+            escape(_json(e["payload"], limit)),
         )
     return table
 
@@ -126,9 +151,14 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
-def _clock(entries: dict[str, int]) -> str:
-    return "{" + ", ".join(f"{w}: {n}" for w, n in entries.items()) + "}"
+def _clock(entries: dict[str, int], names: Names) -> str:
+    """A clock with the writers' short names, as the history picture shows it: ``a:3 b:5``."""
+    return clock_label(VectorClock(entries), names)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+def _json(value: Any, limit: int | None = None) -> str:
+    """A value as JSON, cut after ``limit`` characters (saying how much was left out)."""
+    text = json.dumps(value, ensure_ascii=False)
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters; --full shows all)"

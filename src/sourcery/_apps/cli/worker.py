@@ -12,9 +12,12 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import msgspec.inspect
 from rich.console import Console
 from rich.markup import escape
 
@@ -71,7 +74,14 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     send.add_argument("app", metavar="MODULE:ATTR", help="the actor type(s) to send to")
     send.add_argument("actor", metavar="TYPE/ID")
     send.add_argument("command_name", metavar="COMMAND", help="the command type's name")
-    send.add_argument("fields", metavar="JSON", nargs="?", default="{}", help="default: {}")
+    send.add_argument(
+        "fields",
+        metavar="JSON",
+        nargs="?",
+        default="{}",
+        help="the command's fields as a JSON object, @FILE to read them from a file,"
+        " or - to read them from stdin (default: {})",
+    )
     send.add_argument("--broker", metavar="URL", help="default: $SOURCERY_BROKER")
     send.add_argument("--wait", action="store_true", help="wait for the worker's reply")
     send.add_argument(
@@ -189,7 +199,7 @@ def _send(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     types = load_app(args.app)
     actor = ActorRef.parse(args.actor)
-    command = _command(types, actor, args.command_name, args.fields)
+    command = _command(types, actor, args.command_name, _fields_text(args.fields))
     return run(_sending(args, actor, command, out, err))
 
 
@@ -205,10 +215,42 @@ def _command(
     if cls is None:
         known = ", ".join(sorted(c.__name__ for c in spec.commands))
         raise ConfigurationError(f"actor type {spec.name!r} has no command {name!r} ({known})")
+    shown = fields if len(fields) <= 200 else fields[:200] + "…"
     try:
+        given = msgspec.json.decode(fields.encode())
+        if isinstance(given, dict):
+            names = {f.encode_name for f in _fields_of(cls)}
+            unknown = sorted(set(given) - names)
+            if unknown:
+                raise DecodingError(
+                    f"the command {name} has no field {', '.join(map(repr, unknown))}"
+                    f" (its fields: {', '.join(sorted(names)) or 'none'})"
+                )
         return msgspec.json.decode(fields.encode(), type=cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise DecodingError(f"cannot make a {name} of {fields!r}: {exc}") from exc
+        raise DecodingError(f"cannot make the command {name} from {shown!r}: {exc}") from exc
+
+
+def _fields_of(cls: type) -> tuple[msgspec.inspect.Field, ...]:
+    """A command type's fields, as msgspec encodes them (none if it is not a struct)."""
+    info = msgspec.inspect.type_info(cls)
+    if isinstance(info, msgspec.inspect.StructType | msgspec.inspect.DataclassType):
+        return info.fields
+    return ()
+
+
+def _fields_text(arg: str) -> str:
+    """The JSON a ``send`` argument gives: as written, from ``@FILE``, or from stdin (-)."""
+    if arg == "-":
+        return sys.stdin.read()
+    if arg.startswith("@"):
+        try:
+            return Path(arg[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read the command's JSON from {arg[1:]}: {exc}"
+            ) from exc
+    return arg
 
 
 async def _sending(

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from sourcery._apps.demo.audit import actor_history_svg
 from sourcery._apps.demo.replicated import run_replicated_demo
-from sourcery._apps.demo.results import DemoResult, ReplicatedDemoResult, Side
+from sourcery._apps.demo.results import DemoResult, PhaseDone, ReplicatedDemoResult, Side
 from sourcery._apps.demo.single import run_demo
 from sourcery._apps.demo.workload import DEFAULT_SNAPSHOT_EVERY, account_id
 
 __all__ = [
     "DEFAULT_SNAPSHOT_EVERY",
     "DemoResult",
+    "PhaseDone",
     "ReplicatedDemoResult",
     "Side",
     "account_id",

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sourcery._apps.demo.audit import actor_history_svg, census, side
-from sourcery._apps.demo.results import ReplicatedDemoResult
+from sourcery._apps.demo.results import PhaseDone, ReplicatedDemoResult
 from sourcery._apps.demo.workload import (
     DEFAULT_SNAPSHOT_EVERY,
     Finals,
@@ -44,6 +44,7 @@ async def run_replicated_demo(
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     seed: int | None = None,
     progress: Progress | None = None,
+    on_phase: Callable[[PhaseDone], None] | None = None,
 ) -> ReplicatedDemoResult:
     """Partition two replicas under load, heal them, and audit both; see the package docstring.
 
@@ -52,8 +53,14 @@ async def run_replicated_demo(
     syncs A to B. Phase 2 splits the remaining commands between A and B, run concurrently,
     ``concurrency`` at a time on each, with no sync. Phase 3 syncs, reads every account on
     both replicas (resolving divergent heads), syncs again and reads again.
-    ``progress`` is called with the number of commands done so far (phases 1 and 2).
+    ``progress`` is called with the number of commands done so far (phases 1 and 2), and
+    ``on_phase`` as each phase ends, with its figures.
     """
+
+    def done(number: int, seconds: float, **figures: int) -> None:
+        if on_phase is not None:
+            on_phase(PhaseDone(number, seconds, figures))
+
     for url in (url_a, url_b):
         check_options(url, n_accounts, n_commands, concurrency, reopens=False)
     kind, refs = bank(n_accounts, snapshot_every)
@@ -65,10 +72,31 @@ async def run_replicated_demo(
         opening = await _open_accounts(run, plan)
         opening_commands = run.tally_a.done
         phase1 = time.perf_counter()
+        done(
+            1,
+            phase1 - started,
+            accounts=n_accounts,
+            commands=opening_commands,
+            copied=opening.a_to_b,
+        )
         await _partition(run, plan)
         phase2 = time.perf_counter()
+        done(
+            2,
+            phase2 - phase1,
+            commands_a=run.tally_a.done - opening_commands,
+            commands_b=run.tally_b.done,
+        )
         healed = await _heal(run)
         finished = time.perf_counter()
+        done(
+            3,
+            finished - phase2,
+            a_to_b=healed.heal.a_to_b,
+            b_to_a=healed.heal.b_to_a,
+            siblings=healed.siblings,
+            settled=healed.settle.records,
+        )
         phases = (phase1 - started, phase2 - phase1, finished - phase2)
         return await _audit(run, (url_a, url_b), opening, opening_commands, healed, phases)
 

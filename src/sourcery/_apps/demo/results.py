@@ -153,3 +153,13 @@ class ReplicatedDemoResult:
     @property
     def ok(self) -> bool:
         return self.conserved and self.agree
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseDone:
+    """One phase of the replicated demo, reported as soon as it ends: its number (1 open,
+    2 partition, 3 heal), how long it took, and its figures by name."""
+
+    number: int
+    seconds: float
+    figures: dict[str, int]

@@ -117,10 +117,18 @@ def find_messages(dialect: Dialect, keys: Sequence[MessageKey]) -> Plan[dict[Mes
     return {(row[0], row[1], row[2]): row[3] for row in rows}
 
 
-def actors(limit: int) -> Plan[list[ActorRef]]:
-    rows = yield Query(
-        "SELECT DISTINCT actor_type, actor_id FROM actor_writers ORDER BY 1, 2 LIMIT ?", (limit,)
-    )
+def actors(limit: int, after: ActorRef | None = None) -> Plan[list[ActorRef]]:
+    if after is None:
+        rows = yield Query(
+            "SELECT DISTINCT actor_type, actor_id FROM actor_writers ORDER BY 1, 2 LIMIT ?",
+            (limit,),
+        )
+    else:
+        rows = yield Query(
+            "SELECT DISTINCT actor_type, actor_id FROM actor_writers"
+            " WHERE (actor_type, actor_id) > (?, ?) ORDER BY 1, 2 LIMIT ?",
+            (after.type, after.id, limit),
+        )
     return [ActorRef(row[0], row[1]) for row in rows]
 
 

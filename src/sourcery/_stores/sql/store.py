@@ -154,8 +154,8 @@ class SqlStore:
     async def snapshots(self, actor: ActorRef) -> list[SnapshotRecord]:
         return await self._run(reads.snapshots(self.dialect, actor))
 
-    async def actors(self, limit: int = 100) -> list[ActorRef]:
-        return await self._run(reads.actors(limit))
+    async def actors(self, limit: int = 100, after: ActorRef | None = None) -> list[ActorRef]:
+        return await self._run(reads.actors(limit, after))
 
     # -- replication and the ordered feed ------------------------------------------------
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlsplit
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractRobustConnection
 
 from sourcery._core.config import AmqpSettings, redact
 from sourcery._core.errors import BrokerError, BrokerUnavailable
-from sourcery._io.driver_errors import amqp
+from sourcery._io.driver_errors import amqp, amqp_refused_login, reason
 
 __all__ = ["DEFAULT_RECONNECT_INTERVAL", "DEFAULT_SEND_TIMEOUT", "connect", "reconnect_interval"]
 
@@ -49,14 +48,8 @@ async def connect(settings: AmqpSettings, *, timeout: float) -> AbstractRobustCo
         return await aio_pika.connect_robust(
             _with_reconnect_interval(settings.url), timeout=timeout
         )
-    except (
-        aiormq.exceptions.AuthenticationError,
-        aiormq.exceptions.ProbableAuthenticationError,
-    ) as exc:
-        raise BrokerError(
-            f"RabbitMQ at {redact(settings.url)} refused the user or password: {exc!r}"
-        ) from exc
     except (*amqp().lost, *amqp().failed) as exc:
-        raise BrokerUnavailable(
-            f"cannot connect to RabbitMQ at {redact(settings.url)}: {exc!r}"
-        ) from exc
+        where = redact(settings.url)
+        if amqp_refused_login(exc):
+            raise BrokerError(f"RabbitMQ at {where} refused the user or password") from exc
+        raise BrokerUnavailable(f"cannot connect to RabbitMQ at {where}: {reason(exc)}") from exc

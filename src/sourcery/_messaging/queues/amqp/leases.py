@@ -49,6 +49,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from sourcery._core.config import AmqpSettings
 from sourcery._core.errors import BrokerError, BrokerUnavailable
+from sourcery._io.driver_errors import reason
 from sourcery._messaging.queues.amqp.balance import Balance, shares
 from sourcery._messaging.queues.amqp.session import SETTLE_YIELDS, Session, ending
 from sourcery._messaging.queues.base import Delivery, Handler
@@ -108,8 +109,10 @@ class LeasedConsumer:
             session = await self._open()
         except ending() as exc:
             if isinstance(exc, (ConnectionError, OSError, asyncio.TimeoutError)):
-                raise BrokerUnavailable(f"cannot connect to RabbitMQ to consume: {exc!r}") from exc
-            raise BrokerError(f"cannot consume the command queues: {exc!r}") from exc
+                raise BrokerUnavailable(
+                    f"cannot connect to RabbitMQ to consume: {reason(exc)}"
+                ) from exc
+            raise BrokerError(f"cannot consume the command queues: {reason(exc)}") from exc
         self._session = session
         try:
             await self._beat(session)
