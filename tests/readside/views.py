@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from typing import Any
 
-from sourcery import open_store
+from sourcery import Outcome, Runtime, open_store
 from sourcery._core.codec import Codec
 from sourcery._core.records import BEGINNING, EventRecord
 from sourcery._readside.target import open_target
-from sourcery.examples.bank import Deposited, Withdrew, accounts
+from sourcery.examples.bank import (
+    Account,
+    BankEvent,
+    Deposit,
+    Deposited,
+    InsufficientFunds,
+    Withdraw,
+    Withdrew,
+    accounts,
+)
 from sourcery.examples.bank_views import LARGEST
 
 CODEC = Codec(accounts)
+
+
+async def random_command(
+    runtime: Runtime, rng: random.Random, names: list[str], deposits: float = 0.6, most: int = 500
+) -> Outcome[Account, BankEvent] | None:
+    """A deposit or a withdrawal to one of ``names``; None if refused for lack of funds."""
+    actor = accounts(rng.choice(names))
+    amount = rng.randint(1, most)
+    try:
+        if rng.random() < deposits:
+            return await runtime.send(actor, Deposit(amount))
+        return await runtime.send(actor, Withdraw(amount))
+    except InsufficientFunds:
+        return None
 
 
 async def rows(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -73,3 +97,12 @@ async def largest_view(url: str) -> list[tuple[str, str, int]]:
         url, "SELECT event_id, account, amount FROM largest_deposits ORDER BY amount DESC, event_id"
     )
     return [(e, a, int(m)) for e, a, m in found]
+
+
+async def check_ledger(url: str) -> list[EventRecord]:
+    """The ledger tables equal a fold of every stored event (none twice, none missing);
+    the events."""
+    events = await all_events(url)
+    assert await ledger_view(url) == expected_ledger(events)
+    assert await largest_view(url) == expected_largest(events)
+    return events
