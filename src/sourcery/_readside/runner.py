@@ -17,15 +17,15 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sourcery._core.errors import ConfigurationError, SourceryError, StoreUnavailable
 from sourcery._core.ids import id_from_bytes
-from sourcery._core.records import ActorRef, Cursor, EventRecord
+from sourcery._core.records import Cursor, EventRecord
 from sourcery._io.driver_errors import describe
-from sourcery._readside import tracking
+from sourcery._readside import batches, tracking
+from sourcery._readside.batches import Page
 from sourcery._readside.projection import Projection
-from sourcery._readside.states import resolved_state
 from sourcery._readside.target import Target, open_target
 from sourcery._readside.tracking import ProjectionStatus, Tracked
 from sourcery._stores import Store, open_store
@@ -34,32 +34,23 @@ __all__ = ["ProjectionParked", "ProjectionRunner", "count_after", "project"]
 
 log = logging.getLogger(__name__)
 
-Page = list[tuple[Cursor, EventRecord]]
-
 
 class ProjectionParked(SourceryError):
     """A projection stopped at an event whose handler kept failing (see its status)."""
 
 
-class _Failed(Exception):
-    def __init__(self, index: int, error: BaseException) -> None:
-        self.index = index
-        self.error = error
+class RunOptions(TypedDict, total=False):
+    """How a projection runs: see :class:`ProjectionRunner`."""
 
-
-class _Moved(Exception):
-    """The position was no longer where this runner read it (another runner, a skip)."""
+    target: str | None
+    batch: int
+    poll: float
+    max_failures: int
+    backoff: float
 
 
 def project(
-    store: str | Store,
-    projection: Projection,
-    *,
-    target: str | None = None,
-    batch: int = 500,
-    poll: float = 0.1,
-    max_failures: int = 5,
-    backoff: float = 0.2,
+    store: str | Store, projection: Projection, **options: Unpack[RunOptions]
 ) -> ProjectionRunner:
     """Run ``projection`` on the events of ``store`` (a URL, or an open store such as
     ``runtime.store``) into ``target`` (a database URL; default: the store's own).
@@ -68,15 +59,7 @@ def project(
     ``await running.caught_up()`` waits until everything stored before the call is
     projected; ``await running.status()`` tells where it stands.
     """
-    return ProjectionRunner(
-        store,
-        projection,
-        target=target,
-        batch=batch,
-        poll=poll,
-        max_failures=max_failures,
-        backoff=backoff,
-    )
+    return ProjectionRunner(store, projection, **options)
 
 
 async def count_after(store: Store, position: Cursor, bound: int = 100_000) -> int:
@@ -89,7 +72,13 @@ async def count_after(store: Store, position: Cursor, bound: int = 100_000) -> i
 
 
 class ProjectionRunner:
-    """See :func:`project`."""
+    """Runs one projection (see :func:`project`).
+
+    ``target``: the database URL of its tables (default: the store's). ``batch``: events
+    per transaction. ``poll``: seconds between reads once caught up. ``max_failures``:
+    attempts at a failing event before parking. ``backoff``: seconds before the first
+    retry, doubled each time (at most 30).
+    """
 
     def __init__(
         self,
@@ -299,66 +288,29 @@ class ProjectionRunner:
             try:
                 await self._commit(page[:end])
                 return
-            except _Moved:
+            except batches.Moved:
                 log.info("projection %s moved under this runner", self.projection.name)
                 await self._reload()
                 return
-            except _Failed as failed:
+            except batches.Failed as failed:
                 if failed.index == 0:
                     await self._failed(page[0], failed.error)
                     return
                 end = failed.index
 
-    async def _states(self, page: Page) -> dict[ActorRef, tuple[int, Any]]:
-        """The resolved state of each actor in ``page`` with a state handler."""
-        assert self._store is not None
-        touched: dict[ActorRef, int] = {}
-        for i, (_, record) in enumerate(page):
-            if record.actor_type in self.projection.state_handlers:
-                touched[record.actor] = i
-        found: dict[ActorRef, tuple[int, Any]] = {}
-        for actor, i in touched.items():
-            codec = self.projection.codecs[actor.type]
-            try:
-                found[actor] = (i, await resolved_state(self._store, codec, actor))
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
-                raise _Failed(i, exc) from exc
-        return found
-
     async def _commit(self, page: Page) -> None:
-        p = self.projection
-        states = await self._states(page)
-        old, new = self._now().position, page[-1][0]
-        assert self._target is not None
-        async with self._target.transaction() as tx:
-            if not await tracking.advance(tx, p.name, old, new, len(page)):
-                raise _Moved
-            for i, (_, record) in enumerate(page):
-                handlers = p.event_handlers.get((record.actor_type, record.type))
-                if not handlers:
-                    continue
-                try:
-                    event = p.codecs[record.actor_type].decode_event(record)
-                    for handler in handlers:
-                        await handler(event, tx)
-                except StoreUnavailable:
-                    raise
-                except Exception as exc:
-                    raise _Failed(i, exc) from exc
-            for actor, (i, state) in sorted(states.items(), key=lambda kv: kv[1][0]):
-                try:
-                    for state_handler in p.state_handlers[actor.type]:
-                        await state_handler(actor, state, tx)
-                except StoreUnavailable:
-                    raise
-                except Exception as exc:
-                    raise _Failed(i, exc) from exc
+        assert self._store is not None and self._target is not None
+        tracked = self._now()
+        await batches.apply(self.projection, self._store, self._target, tracked.position, page)
         self._tracked = replace(
-            self._now(), position=new, events=self._now().events + len(page), state="running"
+            tracked,
+            position=page[-1][0],
+            events=tracked.events + len(page),
+            state="running",
+            failures=0,
+            error="",
+            failed_event="",
         )
-        self._tracked = replace(self._tracked, failures=0, error="", failed_event="")
 
     async def _failed(self, item: tuple[Cursor, EventRecord], error: BaseException) -> None:
         cursor, record = item
