@@ -17,49 +17,28 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import replace
-from typing import Any, TypedDict, Unpack
+from typing import Any
 
 from sourcery._core.errors import ConfigurationError, SourceryError, StoreUnavailable
 from sourcery._core.ids import id_from_bytes
 from sourcery._core.records import Cursor, EventRecord
+from sourcery._engine.runtime import Runtime
 from sourcery._io.driver_errors import describe
-from sourcery._readside import batches, tracking
+from sourcery._readside import batches, reactions, tracking
 from sourcery._readside.batches import Page
 from sourcery._readside.projection import Projection
+from sourcery._readside.reactions import ProcessManager
 from sourcery._readside.target import Target, open_target
 from sourcery._readside.tracking import ProjectionStatus, Tracked
 from sourcery._stores import Store, open_store
 
-__all__ = ["ProjectionParked", "ProjectionRunner", "count_after", "project"]
+__all__ = ["ProjectionParked", "ProjectionRunner", "count_after"]
 
 log = logging.getLogger(__name__)
 
 
 class ProjectionParked(SourceryError):
     """A projection stopped at an event whose handler kept failing (see its status)."""
-
-
-class RunOptions(TypedDict, total=False):
-    """How a projection runs: see :class:`ProjectionRunner`."""
-
-    target: str | None
-    batch: int
-    poll: float
-    max_failures: int
-    backoff: float
-
-
-def project(
-    store: str | Store, projection: Projection, **options: Unpack[RunOptions]
-) -> ProjectionRunner:
-    """Run ``projection`` on the events of ``store`` (a URL, or an open store such as
-    ``runtime.store``) into ``target`` (a database URL; default: the store's own).
-
-    Use as ``async with project(...) as running``: it runs as a task until the block ends.
-    ``await running.caught_up()`` waits until everything stored before the call is
-    projected; ``await running.status()`` tells where it stands.
-    """
-    return ProjectionRunner(store, projection, **options)
 
 
 async def count_after(store: Store, position: Cursor, bound: int = 100_000) -> int:
@@ -72,7 +51,7 @@ async def count_after(store: Store, position: Cursor, bound: int = 100_000) -> i
 
 
 class ProjectionRunner:
-    """Runs one projection (see :func:`project`).
+    """Runs one projection (see ``project``) or process manager (see ``react``).
 
     ``target``: the database URL of its tables (default: the store's). ``batch``: events
     per transaction. ``poll``: seconds between reads once caught up. ``max_failures``:
@@ -83,9 +62,10 @@ class ProjectionRunner:
     def __init__(
         self,
         store: str | Store,
-        projection: Projection,
+        projection: Projection | ProcessManager,
         *,
         target: str | None = None,
+        runtime: Runtime | None = None,
         batch: int = 500,
         poll: float = 0.1,
         max_failures: int = 5,
@@ -95,7 +75,10 @@ class ProjectionRunner:
             raise ConfigurationError("give the target URL when the store is an open store")
         if batch < 1 or max_failures < 1 or poll <= 0 or backoff < 0:
             raise ConfigurationError("batch and max_failures are at least 1, poll above 0")
+        if isinstance(projection, ProcessManager) and runtime is None:
+            raise ConfigurationError("a process manager sends through a runtime: use react()")
         self.projection = projection
+        self._runtime = runtime
         self.batch = batch
         self.poll = poll
         self.max_failures = max_failures
@@ -301,7 +284,13 @@ class ProjectionRunner:
     async def _commit(self, page: Page) -> None:
         assert self._store is not None and self._target is not None
         tracked = self._now()
-        await batches.apply(self.projection, self._store, self._target, tracked.position, page)
+        if isinstance(self.projection, ProcessManager):
+            assert self._runtime is not None
+            await reactions.apply(
+                self.projection, self._runtime, self._target, tracked.position, page
+            )
+        else:
+            await batches.apply(self.projection, self._store, self._target, tracked.position, page)
         self._tracked = replace(
             tracked,
             position=page[-1][0],
