@@ -11,7 +11,18 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sourcery import Event, Projection, ProjectionTransaction, Runtime, project
+import msgspec
+
+from sourcery import (
+    ActorRef,
+    ActorType,
+    Event,
+    Projection,
+    ProjectionTransaction,
+    Runtime,
+    project,
+)
+from sourcery._core.records import BEGINNING, CommitBatch
 from sourcery.examples.bank import (
     Deposit,
     Deposited,
@@ -110,3 +121,71 @@ async def test_a_partition_heals_into_the_projections(make_url: Callable[[], str
                 await runner.aclose()
     overdrawn = [r for u in urls for r in await all_events(u) if r.type == "Overdrawn"]
     print(f"divergences healed {divergences}, compensations {len(overdrawn)}")
+
+
+class Add(msgspec.Struct, frozen=True):
+    tag: str
+
+
+class Added(msgspec.Struct, frozen=True):
+    tag: str
+
+
+class Trail(msgspec.Struct, frozen=True):
+    tags: tuple[str, ...] = ()
+
+
+trails: ActorType[Trail, Add, Added] = ActorType(
+    name="trail",
+    initial=Trail(),
+    decide=lambda state, command: [Added(command.tag)],
+    evolve=lambda state, event: Trail((*state.tags, event.tag)),  # order matters
+    commands=[Add],
+    events=[Added],
+    snapshot_every=2,
+)
+trail_view = Projection("trails", [trails])
+
+
+@trail_view.setup
+async def _trails_table(tx: ProjectionTransaction) -> None:
+    await tx.execute("CREATE TABLE IF NOT EXISTS trails (id text PRIMARY KEY, tags text NOT NULL)")
+
+
+@trail_view.on_state(trails)
+async def _trail(actor: ActorRef[Trail, Any, Any], state: Trail, tx: ProjectionTransaction) -> None:
+    await tx.execute(
+        "INSERT INTO trails (id, tags) VALUES (?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET tags = excluded.tags",
+        (actor.id, ",".join(state.tags)),
+    )
+
+
+async def test_a_snapshot_arriving_after_its_events_updates_the_state(
+    make_url: Callable[[], str],
+) -> None:
+    """Heads change without a new event: the state projection follows the snapshots."""
+    urls = [make_url(), make_url()]
+    actor = trails("x")
+    async with (
+        Runtime.open(urls[0], [trails]) as a,
+        Runtime.open(urls[1], [trails]) as b,
+        project(urls[0], trail_view) as running,
+    ):
+        for n in (1, 2):  # interleaved in time; each side snapshots its two events
+            await a.send(actor, Add(f"a{n}"))
+            await asyncio.sleep(0.003)
+            await b.send(actor, Add(f"b{n}"))
+            await asyncio.sleep(0.003)
+        chunk = await b.store.read_since(BEGINNING, BEGINNING, 100)
+        assert chunk.snapshots
+        await a.store.commit(CommitBatch(events=list(chunk.events)))
+        await running.caught_up(timeout=30)
+        before = await rows(urls[0], "SELECT tags FROM trails")
+        assert before == [("a1,a2,b1,b2",)]  # A's head, then B's events as loose ones
+        await a.store.commit(CommitBatch(snapshots=list(chunk.snapshots)))
+        await running.caught_up(timeout=30)
+        async with Runtime.open(urls[0], [trails]) as reader:
+            state = await reader.state(actor)
+        assert state.tags == ("a1", "b1", "a2", "b2")  # two heads, merged in replay order
+        assert await rows(urls[0], "SELECT tags FROM trails") == [(",".join(state.tags),)]

@@ -17,10 +17,10 @@ from sourcery._core.records import ActorRef, Cursor, EventRecord
 from sourcery._readside import tracking
 from sourcery._readside.projection import Projection
 from sourcery._readside.states import resolved_state
-from sourcery._readside.target import Target
+from sourcery._readside.target import ProjectionTransaction, Target
 from sourcery._stores import Store
 
-__all__ = ["Failed", "Moved", "Page", "apply"]
+__all__ = ["Failed", "Moved", "Page", "apply", "follow_snapshots"]
 
 Page = list[tuple[Cursor, EventRecord]]
 
@@ -46,6 +46,12 @@ async def _states(projection: Projection, store: Store, page: Page) -> dict[Acto
         if record.actor_type in projection.state_handlers:
             touched.pop(record.actor, None)
             touched[record.actor] = i
+    return await _resolve(projection, store, touched)
+
+
+async def _resolve(
+    projection: Projection, store: Store, touched: dict[ActorRef, int]
+) -> dict[ActorRef, Any]:
     found: dict[ActorRef, Any] = {}
     for actor, i in touched.items():
         try:
@@ -77,11 +83,46 @@ async def apply(
                 raise
             except Exception as exc:
                 raise Failed(i, exc) from exc
-        for actor, (i, state) in states.items():
-            try:
-                for state_handler in projection.state_handlers[actor.type]:
-                    await state_handler(actor, state, tx)
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
-                raise Failed(i, exc) from exc
+        await _handle_states(projection, states, tx)
+
+
+async def _handle_states(
+    projection: Projection, states: dict[ActorRef, Any], tx: ProjectionTransaction
+) -> None:
+    for actor, (i, state) in states.items():
+        try:
+            for state_handler in projection.state_handlers[actor.type]:
+                await state_handler(actor, state, tx)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise Failed(i, exc) from exc
+
+
+async def follow_snapshots(
+    projection: Projection,
+    store: Store,
+    target: Target,
+    position: Cursor,
+    cursors: str,
+    limit: int,
+) -> str | None:
+    """Update the states of the actors whose snapshots arrived since ``cursors``.
+
+    A snapshot copied from another replica after its events changes an actor's heads, and
+    so (for an ``evolve`` whose order matters) its resolved state, with no new event to
+    say so; a state projection follows the snapshots too. Returns the new cursors, or None
+    if there was nothing new. Raises :class:`Failed` (index 0) if a state handler fails.
+    """
+    snapshots, messages = tracking.snapshot_cursors(cursors)
+    chunk = await store.read_since(position, snapshots, limit, messages)
+    new = tracking.snapshot_text(chunk.snapshots_to, chunk.messages_to)
+    if new == cursors:
+        return None
+    touched = {s.actor: 0 for s, _ in chunk.snapshots if s.actor.type in projection.state_handlers}
+    states = await _resolve(projection, store, touched)
+    async with target.transaction() as tx:
+        if not await tracking.follow(tx, projection.name, cursors, new):
+            raise Moved
+        await _handle_states(projection, states, tx)
+    return new

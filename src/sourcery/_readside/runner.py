@@ -253,11 +253,38 @@ class ProjectionRunner:
         waiters, self._waiters = self._waiters, []
         page = await self._store.read_events(self._now().position, self.batch)
         if not page:
+            if await self._follow_snapshots():
+                self._waiters[:0] = waiters
+                return
             self._settle(None, waiters)
             await self._nap(self.poll)
             return
         self._waiters[:0] = waiters
         await self._handle(page)
+
+    async def _follow_snapshots(self) -> bool:
+        """For a state projection caught up with the events: the snapshots since. True if
+        there were any (so it is not caught up yet)."""
+        p = self.projection
+        if not isinstance(p, Projection) or not p.state_handlers:
+            return False
+        assert self._store is not None and self._target is not None
+        tracked = self._now()
+        try:
+            new = await batches.follow_snapshots(
+                p, self._store, self._target, tracked.position, tracked.snapshots, self.batch
+            )
+        except batches.Moved:
+            await self._reload()
+            return True
+        except batches.Failed as failed:
+            log.warning("projection %s: a state after a snapshot: %r", p.name, failed.error)
+            await asyncio.sleep(min(max(self.backoff, 0.05) * 4, 30.0))
+            return True
+        if new is None:
+            return False
+        self._tracked = replace(tracked, snapshots=new)
+        return True
 
     async def _nap(self, seconds: float) -> None:
         """Sleep, or less if woken (by a skip)."""

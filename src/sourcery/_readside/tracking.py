@@ -16,7 +16,20 @@ from typing import Literal
 from sourcery._core.records import Cursor
 from sourcery._readside.target import ProjectionTransaction
 
-__all__ = ["TABLE", "ProjectionStatus", "Tracked", "advance", "ensure", "fail", "load", "skip"]
+__all__ = [
+    "TABLE",
+    "ProjectionStatus",
+    "Tracked",
+    "advance",
+    "ensure",
+    "fail",
+    "follow",
+    "load",
+    "skip",
+    "snapshot_cursors",
+    "snapshot_text",
+    "unpark",
+]
 
 TABLE = "sourcery_projections"
 
@@ -24,7 +37,7 @@ State = Literal["running", "failing", "parked"]
 
 _COLUMNS = (
     "position, checks, events, state, failures, error, failed_event, failed_position,"
-    " failed_check, updated"
+    " failed_check, updated, snapshots"
 )
 
 
@@ -35,7 +48,7 @@ def _ddl(dialect: str) -> str:
         f" position text NOT NULL, checks {blob} NOT NULL, events {big} NOT NULL,"
         f" state text NOT NULL, failures integer NOT NULL, error text NOT NULL,"
         f" failed_event text NOT NULL, failed_position text NOT NULL,"
-        f" failed_check {blob} NOT NULL, updated {big} NOT NULL)"
+        f" failed_check {blob} NOT NULL, updated {big} NOT NULL, snapshots text NOT NULL)"
     )
 
 
@@ -55,6 +68,8 @@ class Tracked:
     failed_event: str
     failed_position: Cursor
     updated: int
+    snapshots: str
+    """How far a state projection has followed the snapshots (see :func:`snapshot_cursors`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +99,7 @@ async def ensure(tx: ProjectionTransaction, name: str) -> None:
     await tx.execute(_ddl(tx.dialect))
     await tx.execute(
         f"INSERT INTO {TABLE} (name, {_COLUMNS}) VALUES (?, '0', ?, 0, 'running', 0, '', '',"
-        " '0', ?, ?) ON CONFLICT (name) DO NOTHING",
+        " '0', ?, ?, '') ON CONFLICT (name) DO NOTHING",
         (name, b"", b"", _now()),
     )
 
@@ -93,7 +108,9 @@ async def load(tx: ProjectionTransaction, name: str) -> Tracked | None:
     rows = await tx.fetch(f"SELECT {_COLUMNS} FROM {TABLE} WHERE name = ?", (name,))
     if not rows:
         return None
-    pos, check, events, state, failures, error, failed, failed_pos, failed_check, upd = rows[0]
+    pos, check, events, state, failures, error, failed, failed_pos, failed_check, upd, snaps = rows[
+        0
+    ]
     return Tracked(
         position=Cursor(int(pos), bytes(check)),
         events=int(events),
@@ -103,6 +120,7 @@ async def load(tx: ProjectionTransaction, name: str) -> Tracked | None:
         failed_event=failed,
         failed_position=Cursor(int(failed_pos), bytes(failed_check)),
         updated=int(upd),
+        snapshots=snaps,
     )
 
 
@@ -115,6 +133,31 @@ async def advance(
         " failures = 0, error = '', failed_event = '', failed_position = '0',"
         " failed_check = ?, updated = ? WHERE name = ? AND position = ?",
         (str(new.seq), new.check, passed, b"", _now(), name, str(old.seq)),
+    )
+    return changed == 1
+
+
+def snapshot_cursors(text: str) -> tuple[Cursor, Cursor]:
+    """The snapshot and message cursors of the replication feed a state projection follows
+    (it reads the snapshots; the messages cursor only keeps that feed from re-reading)."""
+    if not text:
+        return Cursor(), Cursor()
+    snap, snap_check, message, message_check = text.split(":")
+    return (
+        Cursor(int(snap), bytes.fromhex(snap_check)),
+        Cursor(int(message), bytes.fromhex(message_check)),
+    )
+
+
+def snapshot_text(snapshots: Cursor, messages: Cursor) -> str:
+    return f"{snapshots.seq}:{snapshots.check.hex()}:{messages.seq}:{messages.check.hex()}"
+
+
+async def follow(tx: ProjectionTransaction, name: str, old: str, new: str) -> bool:
+    """Move the snapshot cursors from ``old`` to ``new``; False if they moved meanwhile."""
+    changed = await tx.execute(
+        f"UPDATE {TABLE} SET snapshots = ?, updated = ? WHERE name = ? AND snapshots = ?",
+        (new, _now(), name, old),
     )
     return changed == 1
 
