@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -41,13 +42,15 @@ class ProjectionParked(SourceryError):
     """A projection stopped at an event whose handler kept failing (see its status)."""
 
 
-async def count_after(store: Store, position: Cursor, bound: int = 100_000) -> int:
-    """Events in the store after ``position``, counted up to ``bound``."""
-    count = 0
+async def count_after(store: Store, position: Cursor, bound: int = 100_000) -> tuple[int, int]:
+    """Events in the store after ``position`` (counted up to ``bound``), and the
+    timestamp of the first of them (0 if none)."""
+    count = first = 0
     while count < bound and (page := await store.read_events(position, min(1000, bound))):
+        first = first or page[0][1].timestamp
         count += len(page)
         position = page[-1][0]
-    return min(count, bound)
+    return min(count, bound), first
 
 
 class ProjectionRunner:
@@ -155,12 +158,15 @@ class ProjectionRunner:
         """Position, lag, state and the last failure, as committed."""
         tracked = self._now()
         assert self._store is not None
+        lag, oldest = await count_after(self._store, tracked.position, lag_bound)
+        now = time.time_ns() // 1_000_000
         return ProjectionStatus(
             name=self.projection.name,
             state=tracked.state,
             position=tracked.position,
             events=tracked.events,
-            lag=await count_after(self._store, tracked.position, lag_bound),
+            lag=lag,
+            lag_seconds=max(0, now - oldest) / 1000 if lag else 0.0,
             failures=tracked.failures,
             error=tracked.error,
             failed_event=int(tracked.failed_event) if tracked.failed_event else None,

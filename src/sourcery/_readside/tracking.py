@@ -86,6 +86,8 @@ class ProjectionStatus:
     """Feed events passed since the projection was created (handled or not of its types)."""
     lag: int
     """Events in the store after ``position`` (counted up to a bound)."""
+    lag_seconds: float
+    """How long ago the oldest event not yet projected was written (0 when caught up)."""
     failures: int
     error: str
     failed_event: int | None
