@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +25,7 @@ from sourcery._core.records import Cursor, EventRecord
 from sourcery._engine.runtime import Runtime
 from sourcery._io.driver_errors import describe
 from sourcery._readside import batches, reactions, tracking
+from sourcery._readside.admin import describe_status
 from sourcery._readside.batches import Page
 from sourcery._readside.projection import Projection
 from sourcery._readside.reactions import ProcessManager
@@ -33,24 +33,13 @@ from sourcery._readside.target import Target, open_target
 from sourcery._readside.tracking import ProjectionStatus, Tracked
 from sourcery._stores import Store, open_store
 
-__all__ = ["ProjectionParked", "ProjectionRunner", "count_after"]
+__all__ = ["ProjectionParked", "ProjectionRunner"]
 
 log = logging.getLogger(__name__)
 
 
 class ProjectionParked(SourceryError):
     """A projection stopped at an event whose handler kept failing (see its status)."""
-
-
-async def count_after(store: Store, position: Cursor, bound: int = 100_000) -> tuple[int, int]:
-    """Events in the store after ``position`` (counted up to ``bound``), and the
-    timestamp of the first of them (0 if none)."""
-    count = first = 0
-    while count < bound and (page := await store.read_events(position, min(1000, bound))):
-        first = first or page[0][1].timestamp
-        count += len(page)
-        position = page[-1][0]
-    return min(count, bound), first
 
 
 class ProjectionRunner:
@@ -156,22 +145,8 @@ class ProjectionRunner:
 
     async def status(self, lag_bound: int = 100_000) -> ProjectionStatus:
         """Position, lag, state and the last failure, as committed."""
-        tracked = self._now()
         assert self._store is not None
-        lag, oldest = await count_after(self._store, tracked.position, lag_bound)
-        now = time.time_ns() // 1_000_000
-        return ProjectionStatus(
-            name=self.projection.name,
-            state=tracked.state,
-            position=tracked.position,
-            events=tracked.events,
-            lag=lag,
-            lag_seconds=max(0, now - oldest) / 1000 if lag else 0.0,
-            failures=tracked.failures,
-            error=tracked.error,
-            failed_event=int(tracked.failed_event) if tracked.failed_event else None,
-            updated=tracked.updated,
-        )
+        return await describe_status(self._store, self.projection.name, self._now(), lag_bound)
 
     async def skip(self, event_id: int) -> None:
         """Move a parked projection past the event it is parked at: deliberately lose that

@@ -25,6 +25,7 @@ __all__ = [
     "fail",
     "follow",
     "load",
+    "names",
     "skip",
     "snapshot_cursors",
     "snapshot_text",
@@ -104,6 +105,17 @@ async def ensure(tx: ProjectionTransaction, name: str) -> None:
         " '0', ?, ?, '') ON CONFLICT (name) DO NOTHING",
         (name, b"", b"", _now()),
     )
+
+
+async def names(tx: ProjectionTransaction) -> list[str]:
+    """The projections this database tracks (none if it has no tracking table)."""
+    if tx.dialect == "postgresql":
+        exists = await tx.fetch("SELECT to_regclass(?)::text", (TABLE,))
+    else:
+        exists = await tx.fetch("SELECT name FROM sqlite_master WHERE name = ?", (TABLE,))
+    if not exists or exists[0][0] is None:
+        return []
+    return [str(n) for (n,) in await tx.fetch(f"SELECT name FROM {TABLE} ORDER BY name")]
 
 
 async def load(tx: ProjectionTransaction, name: str) -> Tracked | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 
-from sourcery._apps.cli import demo, inspect, stores, worker
+from sourcery._apps.cli import demo, inspect, projections, stores, worker
 from sourcery._apps.cli.common import console, one_line, setup_logging
 from sourcery._core.errors import SourceryError
 from sourcery._core.version import __version__
@@ -65,6 +65,6 @@ def _parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, inspect, stores, worker):
+    for module in (demo, inspect, projections, stores, worker):
         module.add_parsers(commands)
     return parser
