@@ -163,3 +163,34 @@ async def test_a_failing_handler_is_retried_with_backoff(make_url: MakeUrl) -> N
         status = await running.status()
         assert status.state == "running" and status.failures == 0
         assert await amounts(url) == [13]
+
+
+async def test_queued_writes_run_in_order_and_a_bad_one_is_found(make_url: MakeUrl) -> None:
+    url = make_url()
+    queued = Projection("queued", [accounts])
+
+    @queued.setup
+    async def table(tx: ProjectionTransaction) -> None:
+        await tx.execute(
+            "CREATE TABLE IF NOT EXISTS queued (amount bigint NOT NULL CHECK (amount <> 13))"
+        )
+
+    @queued.on(Deposited)
+    async def deposited(event: Event[Deposited], tx: ProjectionTransaction) -> None:
+        tx.add("INSERT INTO queued (amount) VALUES (?)", (event.payload.amount,))
+
+    async with Runtime.open(url, [accounts]) as runtime:
+        ids = {}
+        for amount in range(1, 21):
+            ids[amount] = (await runtime.send(accounts("q"), Deposit(amount))).events[0].id
+        async with project(url, queued, batch=50, max_failures=2, backoff=0.01) as running:
+            with pytest.raises(ProjectionParked, match=r"(?i)check"):
+                await running.caught_up(timeout=30)
+            status = await running.status()
+            assert status.failed_event == ids[13] and status.lag == 8
+            found = sorted(int(a) for (a,) in await rows(url, "SELECT amount FROM queued"))
+            assert found == list(range(1, 13))
+            await running.skip(ids[13])
+            await running.caught_up(timeout=30)
+    found = sorted(int(a) for (a,) in await rows(url, "SELECT amount FROM queued"))
+    assert found == [a for a in range(1, 21) if a != 13]

@@ -4,7 +4,8 @@ The transaction first moves the position from where the runner read it (refused 
 moved: :class:`Moved`), then runs the event handlers in store order, then the state
 handlers of the actors the page touched. A handler that raises rolls everything back and
 is reported with the index of its event (:class:`Failed`), so that the runner can commit
-the events before it and retry that one alone. A lost connection is not a handler's
+the events before it and retry that one alone (for a queued write, ``tx.add``, the event
+is found by halving the page). A lost connection is not a handler's
 failure: :class:`~sourcery.StoreUnavailable` passes through.
 """
 
@@ -84,6 +85,14 @@ async def apply(
             except Exception as exc:
                 raise Failed(i, exc) from exc
         await _handle_states(projection, states, tx)
+        try:
+            await tx.flush()
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # A queued write failed, its event unknown: the runner commits the first half
+            # on its own and tries again, so halving finds the event.
+            raise Failed(len(page) // 2, exc) from exc
 
 
 async def _handle_states(

@@ -52,22 +52,58 @@ def numbered(sql: str) -> str:
 class ProjectionTransaction(ABC):
     """A transaction on a projection's database, as handlers get it: the same ``?``
     placeholders and the same calls on SQLite and PostgreSQL. It commits with the
-    projection's position, or not at all."""
+    projection's position, or not at all.
+
+    ``add`` queues a write instead of running it: queued writes run in order, those in a
+    row with the same SQL as one ``executemany``, before the next ``execute``, ``fetch``
+    or the commit. A handler that writes one row per event goes much faster with it.
+    """
 
     dialect: str
     """``"sqlite"`` or ``"postgresql"``, for the rare statement that must differ."""
 
-    @abstractmethod
+    def __init__(self) -> None:
+        self._queued: list[tuple[str, tuple[Any, ...]]] = []
+
+    def add(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Queue one write (see above)."""
+        self._queued.append((sql, tuple(params)))
+
+    async def flush(self) -> None:
+        """Run the queued writes now."""
+        queued, self._queued = self._queued, []
+        start = 0
+        while start < len(queued):
+            sql = queued[start][0]
+            end = start
+            while end < len(queued) and queued[end][0] == sql:
+                end += 1
+            await self._executemany(sql, [params for _, params in queued[start:end]])
+            start = end
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
+        await self.flush()
+        return await self._execute(sql, tuple(params))
 
-    @abstractmethod
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement once per row of parameters."""
+        await self.flush()
+        await self._executemany(sql, [tuple(r) for r in rows])
 
-    @abstractmethod
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """The rows a query returns, as tuples."""
+        await self.flush()
+        return await self._fetch(sql, tuple(params))
+
+    @abstractmethod
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int: ...
+
+    @abstractmethod
+    async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+
+    @abstractmethod
+    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Row]: ...
 
 
 class Target(ABC):
@@ -113,21 +149,18 @@ class _SqliteTransaction(ProjectionTransaction):
     dialect = "sqlite"
 
     def __init__(self, target: _SqliteTarget) -> None:
+        super().__init__()
         self._target = target
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        def run(con: sqlite3.Connection) -> int:
-            return con.execute(sql, tuple(params)).rowcount
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        return await self._target._call(lambda con: con.execute(sql, params).rowcount)
 
-        return await self._target._call(run)
+    async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await self._target._call(lambda con: con.executemany(sql, rows))
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        batch = [tuple(r) for r in rows]
-        await self._target._call(lambda con: con.executemany(sql, batch))
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         def run(con: sqlite3.Connection) -> list[Row]:
-            return [tuple(r) for r in con.execute(sql, tuple(params)).fetchall()]
+            return [tuple(r) for r in con.execute(sql, params).fetchall()]
 
         return await self._target._call(run)
 
@@ -179,8 +212,10 @@ class _SqliteTarget(Target):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[ProjectionTransaction]:
         await self._call(lambda con: con.execute("BEGIN IMMEDIATE"))
+        tx = _SqliteTransaction(self)
         try:
-            yield _SqliteTransaction(self)
+            yield tx
+            await tx.flush()
         except BaseException:
             if self._con is not None:
                 await asyncio.shield(self._call(lambda con: con.execute("ROLLBACK")))
@@ -207,20 +242,21 @@ class _PostgresTransaction(ProjectionTransaction):
     dialect = "postgresql"
 
     def __init__(self, target: _PostgresTarget, con: asyncpg.Connection) -> None:
+        super().__init__()
         self._target = target
         self._con = con
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
         with self._target._errors.translated(f"projection database {self._target.url}"):
             status = await self._con.execute(numbered(sql), *params)
         last = str(status).rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._target._errors.translated(f"projection database {self._target.url}"):
-            await self._con.executemany(numbered(sql), [tuple(r) for r in rows])
+            await self._con.executemany(numbered(sql), rows)
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         with self._target._errors.translated(f"projection database {self._target.url}"):
             return [tuple(r) for r in await self._con.fetch(numbered(sql), *params)]
 
@@ -255,7 +291,9 @@ class _PostgresTarget(Target):
             raise ClosedError("the projection database is closed")
         with self._errors.translated(f"projection database {self.url}"):
             async with con.transaction():
-                yield _PostgresTransaction(self, con)
+                tx = _PostgresTransaction(self, con)
+                yield tx
+                await tx.flush()
 
     def transaction(self) -> AbstractAsyncContextManager[ProjectionTransaction]:
         return self._transaction()
