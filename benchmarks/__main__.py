@@ -28,7 +28,8 @@ from sourcery.examples.bank import Deposit, accounts
 
 from .broker import bench_broker
 from .divergence import bench_resolution, paths
-from .services import bench_cache, bench_postgres
+from .projections import bench_postgres_projection, bench_projection
+from .services import POSTGRES, bench_cache, bench_postgres
 from .workloads import Add, tally
 
 Results = dict[str, float]
@@ -195,6 +196,7 @@ def main() -> int:
     parser.add_argument("--history", type=int, default=1_000_000)
     parser.add_argument("--branches", default="1000,10000,100000")
     parser.add_argument("--postgres-commands", type=int, default=20_000)
+    parser.add_argument("--projection-events", type=int, default=100_000)
     parser.add_argument(
         "--broker-commands", type=int, default=5_000, help="per round, raw and end to end"
     )
@@ -226,6 +228,11 @@ def main() -> int:
                 lambda: asyncio.run(bench_postgres(args.actors, args.postgres_commands)),
             )
             _run(results, "cache", lambda: asyncio.run(bench_cache(200)))
+            _run(
+                results,
+                "projection on postgres",
+                lambda: asyncio.run(bench_postgres_projection(POSTGRES, args.projection_events)),
+            )
         _run(
             results,
             f"rabbitmq: raw and workers in alternation, {args.broker_rounds} rounds",
@@ -258,6 +265,15 @@ def _embedded(results: Results, directory: Path, args: argparse.Namespace) -> No
     _run(results, "ids", lambda: bench_ids(1_000_000))
     _run(results, "load", lambda: asyncio.run(bench_load(directory, args.load_events)))
     _run(results, "memory", lambda: bench_memory(directory, args.memory_actors))
+    _run(
+        results,
+        "projection on sqlite",
+        lambda: asyncio.run(
+            bench_projection(
+                f"sqlite:///{_fresh(directory, 'projection.db')}", "sqlite", args.projection_events
+            )
+        ),
+    )
     sizes = tuple(int(size) for size in args.branches.split(","))
     _run(
         results,

@@ -25,6 +25,7 @@ LAYERS = {
     "sourcery._caches": 2,
     "sourcery._engine": 3,
     "sourcery._messaging": 4,
+    "sourcery._readside": 4,
     "sourcery._apps": 5,
     "sourcery.examples": 5,
 }

@@ -42,6 +42,12 @@ from sourcery._messaging.subscriptions import CatchUpSubscription, subscribe
 from sourcery._messaging.topics import EventBus, MemoryBus, Subscription, open_bus
 from sourcery._messaging.wire import Reply
 from sourcery._messaging.worker import Worker, WorkerStats
+from sourcery._readside.api import project, react
+from sourcery._readside.projection import Projection
+from sourcery._readside.reactions import ProcessManager
+from sourcery._readside.runner import ProjectionParked, ProjectionRunner
+from sourcery._readside.target import ProjectionTransaction
+from sourcery._readside.tracking import ProjectionStatus
 from sourcery._stores import Store, open_store
 
 __all__ = [
@@ -70,6 +76,12 @@ __all__ = [
     "Order",
     "Outcome",
     "PayloadTooLarge",
+    "ProcessManager",
+    "Projection",
+    "ProjectionParked",
+    "ProjectionRunner",
+    "ProjectionStatus",
+    "ProjectionTransaction",
     "Publisher",
     "Rejected",
     "Reply",
@@ -92,5 +104,7 @@ __all__ = [
     "open_bus",
     "open_queue",
     "open_store",
+    "project",
+    "react",
     "subscribe",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from sourcery._core.actor import ActorType
 from sourcery._core.errors import ConfigurationError
 
-__all__ = ["load_app"]
+__all__ = ["load_app", "load_object"]
 
 
 def load_app(spec: str) -> list[ActorType[Any, Any, Any]]:
@@ -18,6 +18,11 @@ def load_app(spec: str) -> list[ActorType[Any, Any, Any]]:
     ``attr`` (dots allowed) may be an :class:`ActorType`, a sequence of them, or a
     zero-argument callable returning either.
     """
+    return actor_types(load_object(spec), spec)
+
+
+def load_object(spec: str) -> Any:
+    """The object ``module:attr`` names (``attr`` may be dotted)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigurationError(f"expected MODULE:ATTRIBUTE, got {spec!r}")
@@ -30,7 +35,7 @@ def load_app(spec: str) -> list[ActorType[Any, Any, Any]]:
             target = getattr(target, part)
         except AttributeError:
             raise ConfigurationError(f"{module_name!r} has no attribute {attr!r}") from None
-    return actor_types(target, spec)
+    return target
 
 
 def actor_types(value: object, where: str = "the app") -> list[ActorType[Any, Any, Any]]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from sourcery._apps.cli import demo, inspect, stores, worker
+from sourcery._apps.cli import demo, inspect, projections, stores, worker
 from sourcery._apps.cli.common import console, logging_to, one_line
 from sourcery._core.errors import SourceryError
 from sourcery._core.version import __version__
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, inspect, stores, worker):
+    for module in (demo, inspect, projections, stores, worker):
         module.add_parsers(commands)
     for command in commands.choices.values():  # -v after the subcommand too
         command.add_argument(
