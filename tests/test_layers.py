@@ -43,6 +43,8 @@ PURE_FORBIDDEN = {
     "subprocess",
 }
 MAX_LINES = 500
+TYPE_ONLY = {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
+"""Conditions whose body never runs; ``if not TYPE_CHECKING:`` and ``else:`` do."""
 
 
 def module_name(path: Path) -> str:
@@ -72,7 +74,9 @@ def imports(module: str, *, top_level_only: bool) -> set[str]:
 
     def visit(node: ast.AST, nested: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in TYPE_ONLY:
+                for branch in child.orelse:  # an ``else:`` runs
+                    visit(ast.Module(body=[branch], type_ignores=[]), nested)
                 continue
             inner = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if top_level_only and inner:
@@ -84,7 +88,8 @@ def imports(module: str, *, top_level_only: bool) -> set[str]:
                 if child.level:
                     up = package.split(".")[: len(package.split(".")) - child.level + 1]
                     base = ".".join([*up, base] if base else up)
-                if not module.startswith(base + "."):  # its own package is imported already
+                # Its own package is imported already; the facade ``sourcery`` is not exempt.
+                if base == "sourcery" or not module.startswith(base + "."):
                     found.add(base)
                 found.update(
                     f"{base}.{a.name}" for a in child.names if f"{base}.{a.name}" in MODULES
